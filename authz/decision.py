@@ -1,0 +1,121 @@
+"""The outcome of a Check: the SPEC's reason table and the Decision value the fronts render."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """The `reason` label of every decision (SPEC section 5)."""
+
+    OK = "ok"
+    JWT_DISABLED = "jwt_disabled"
+    MISSING_TOKEN = "missing_token"
+    MALFORMED = "malformed"
+    ALG_NOT_ALLOWED = "alg_not_allowed"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KID = "unknown_kid"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    ISSUER_MISMATCH = "issuer_mismatch"
+    AUDIENCE_MISMATCH = "audience_mismatch"
+    MISSING_EXP = "missing_exp"
+    JWKS_UNAVAILABLE = "jwks_unavailable"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    UNKNOWN_POLICY = "unknown_policy"
+    INTERNAL_ERROR = "internal_error"
+
+
+_STATUS: dict[Reason, int] = {
+    Reason.OK: 200,
+    Reason.JWT_DISABLED: 200,
+    Reason.JWKS_UNAVAILABLE: 503,
+    Reason.INTERNAL_ERROR: 503,
+    Reason.IP_NOT_ALLOWED: 403,
+    Reason.INSUFFICIENT_SCOPE: 403,
+    Reason.UNKNOWN_POLICY: 403,
+}
+
+# RFC 6750 section 3: error_description is human-readable and carries no token material.
+_DESCRIPTION: dict[Reason, str] = {
+    Reason.MALFORMED: "the token is not a well-formed JWS",
+    Reason.ALG_NOT_ALLOWED: "the token's algorithm is not accepted",
+    Reason.BAD_SIGNATURE: "the token's signature does not verify",
+    Reason.UNKNOWN_KID: "the token's key id is not known",
+    Reason.EXPIRED: "the token has expired",
+    Reason.NOT_YET_VALID: "the token is not yet valid",
+    Reason.ISSUER_MISMATCH: "the token's issuer is not accepted",
+    Reason.AUDIENCE_MISMATCH: "the token's audience is not accepted",
+    Reason.MISSING_EXP: "the token has no expiry",
+}
+
+_ERROR: dict[int, str] = {401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+
+
+def status_of(reason: Reason) -> int:
+    """The HTTP status Envoy returns for `reason` (200 means: pass to the upstream)."""
+    return _STATUS.get(reason, 401)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a Check decided, independent of the transport that asked.
+
+    On allow, `headers_to_set` go to the upstream (overwriting) and `headers_to_remove`
+    are stripped from the request. On deny, `headers_to_set` go to the client with `body`.
+    """
+
+    reason: Reason
+    status: int
+    headers_to_set: tuple[tuple[str, str], ...] = ()
+    headers_to_remove: tuple[str, ...] = ()
+    body: str = ""
+    sub: str | None = None
+    iss: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Dynamic metadata for Envoy's access log: reason, and sub/iss when known."""
+        meta = {"reason": self.reason.value}
+        if self.sub is not None:
+            meta["sub"] = self.sub
+        if self.iss is not None:
+            meta["iss"] = self.iss
+        return meta
+
+
+def _www_authenticate(reason: Reason, token_present: bool) -> str | None:
+    if reason is Reason.INSUFFICIENT_SCOPE:
+        return 'Bearer error="insufficient_scope"'
+    if status_of(reason) != 401:
+        return None
+    if not token_present:
+        return "Bearer"
+    description = _DESCRIPTION.get(reason, "the token is not valid")
+    return f'Bearer error="invalid_token", error_description="{description}"'
+
+
+def _build_deny(reason: Reason) -> Decision:
+    status = status_of(reason)
+    headers: list[tuple[str, str]] = [("content-type", "application/json")]
+    challenge = _www_authenticate(reason, token_present=reason is not Reason.MISSING_TOKEN)
+    if challenge is not None:
+        headers.append(("www-authenticate", challenge))
+    body = json.dumps({"error": _ERROR[status], "reason": reason.value}, separators=(",", ":"))
+    return Decision(reason=reason, status=status, headers_to_set=tuple(headers), body=body)
+
+
+# Denials carry no per-request data, so each is built once.
+_DENIALS: dict[Reason, Decision] = {r: _build_deny(r) for r in Reason if status_of(r) != 200}
+
+
+def deny(reason: Reason) -> Decision:
+    """The denial for `reason`: SPEC status, WWW-Authenticate (RFC 6750) and JSON body."""
+    return _DENIALS[reason]

@@ -1,0 +1,69 @@
+"""KeySnapshot: the immutable set of keys one Check verifies against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# JWS algorithms by family (RFC 7518 section 3.1, RFC 8037).
+HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+EC_ALGS = frozenset({"ES256", "ES384", "ES512"})
+OKP_ALGS = frozenset({"EdDSA"})
+PUBLIC_ALGS = RSA_ALGS | EC_ALGS | OKP_ALGS
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """One usable JWKS signing key.
+
+    `algs` are the JWS algorithms it may verify (bound by its kty, crv and stated alg);
+    `key` is the `cryptography` public key object; `thumbprint` identifies it across
+    snapshots (RFC 7638) so cached verifications can be dropped when it leaves.
+    """
+
+    kid: str | None
+    algs: frozenset[str]
+    key: Any
+    thumbprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    """Everything the core may verify with at one instant. Never mutated: sources swap it.
+
+    `secrets`: HMAC secrets, the first one signs, all verify.
+    `jwks_configured`: a JWKS URL is set; `jwks_loaded`: a key set was fetched at least once.
+    `public_keys`: the usable JWKS keys, `by_kid` indexes them.
+    """
+
+    secrets: tuple[bytes, ...] = ()
+    jwks_configured: bool = False
+    jwks_loaded: bool = False
+    public_keys: tuple[PublicKey, ...] = ()
+    by_kid: dict[str, PublicKey] = field(default_factory=dict)
+
+    @staticmethod
+    def build(
+        secrets: tuple[bytes, ...] = (),
+        jwks_configured: bool = False,
+        public_keys: tuple[PublicKey, ...] | None = None,
+    ) -> KeySnapshot:
+        """A snapshot; `public_keys=None` means no key set has been loaded yet."""
+        keys = public_keys or ()
+        return KeySnapshot(
+            secrets=secrets,
+            jwks_configured=jwks_configured,
+            jwks_loaded=public_keys is not None,
+            public_keys=keys,
+            by_kid={k.kid: k for k in keys if k.kid is not None},
+        )
+
+    def with_secrets(self, secrets: tuple[bytes, ...]) -> KeySnapshot:
+        """A copy with the HMAC secrets replaced."""
+        return KeySnapshot(secrets, self.jwks_configured, self.jwks_loaded,
+                           self.public_keys, self.by_kid)
+
+    def with_public_keys(self, keys: tuple[PublicKey, ...]) -> KeySnapshot:
+        """A copy with a freshly loaded JWKS key set."""
+        return KeySnapshot.build(self.secrets, self.jwks_configured, keys)
