@@ -35,6 +35,14 @@ JWKS_LAST_SUCCESS = Gauge(
     "Unix time of the last successful JWKS fetch.",
     multiprocess_mode="max",
 )
+JWKS_CONSECUTIVE_FAILURES = Gauge(
+    "authz_jwks_consecutive_failures",
+    "JWKS fetches failed in a row since the last success (0 = the key set is fresh).",
+    multiprocess_mode="max",
+)
+SECRET_RELOADS = Counter(
+    "authz_secret_reloads", "HS256 secret file reloads after a change, by result.", ["result"]
+)
 TOKEN_CACHE_LOOKUPS = Counter(
     "authz_token_cache_lookups", "Verified-token cache lookups, by result.", ["result"]
 )
@@ -49,6 +57,8 @@ CHECKS_BY_REASON: dict[Reason, Any] = {
 }
 JWKS_REFRESH_SUCCESS = JWKS_REFRESHES.labels("success")
 JWKS_REFRESH_FAILURE = JWKS_REFRESHES.labels("failure")
+SECRET_RELOAD_SUCCESS = SECRET_RELOADS.labels("success")
+SECRET_RELOAD_FAILURE = SECRET_RELOADS.labels("failure")
 TOKEN_CACHE_HIT = TOKEN_CACHE_LOOKUPS.labels("hit")
 TOKEN_CACHE_MISS = TOKEN_CACHE_LOOKUPS.labels("miss")
 

@@ -1,0 +1,201 @@
+"""JWKS documents (RFC 7517) to usable signing keys: pure parsing, no I/O.
+
+Every key is bound to the JWS algorithms its type and curve allow, narrowed by its
+stated `alg`. A key that cannot be used safely is skipped and logged, never guessed at;
+only a document that is not a JWKS at all is an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from authz.keys.snapshot import OKP_ALGS, RSA_ALGS, PublicKey
+
+log = logging.getLogger(__name__)
+
+MIN_RSA_BITS = 2048
+
+# crv -> (curve, coordinate length in bytes, the one JWS alg bound to it); RFC 7518 3.4.
+_EC_CURVES: dict[str, tuple[ec.EllipticCurve, int, str]] = {
+    "P-256": (ec.SECP256R1(), 32, "ES256"),
+    "P-384": (ec.SECP384R1(), 48, "ES384"),
+    "P-521": (ec.SECP521R1(), 66, "ES512"),
+}
+_ED25519_KEY_BYTES = 32
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_VerifyKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class JWKSError(ValueError):
+    """The document is not a usable JWKS at all (as opposed to one bad key in it)."""
+
+
+class _SkipKey(Exception):
+    """This one key is unusable; the reason is logged and the rest of the set is kept."""
+
+
+def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
+    """The usable signing keys of a JWKS document, in document order.
+
+    Raises JWKSError when `body` is not UTF-8 JSON, not an object, or has no `keys`
+    array. Individual keys that are unusable are skipped (and logged); with duplicate
+    `kid`s the first usable key wins.
+    """
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise JWKSError(f"not UTF-8 JSON: {type(exc).__name__}") from None
+    if not isinstance(doc, dict):
+        raise JWKSError("not a JSON object")
+    entries = doc.get("keys")
+    if not isinstance(entries, list):
+        raise JWKSError("no 'keys' array")
+
+    keys: list[PublicKey] = []
+    seen_kids: set[str] = set()
+    for index, entry in enumerate(entries):
+        try:
+            key = _parse_jwk(entry)
+        except _SkipKey as skip:
+            kid = entry.get("kid") if isinstance(entry, dict) else None
+            log.info("JWKS key skipped", extra={"index": index, "kid": kid, "why": str(skip)})
+            continue
+        if key.kid is not None:
+            if key.kid in seen_kids:
+                log.warning("JWKS duplicate kid, first key kept",
+                            extra={"index": index, "kid": key.kid})
+                continue
+            seen_kids.add(key.kid)
+        keys.append(key)
+    return tuple(keys)
+
+
+def _parse_jwk(entry: object) -> PublicKey:
+    if not isinstance(entry, dict):
+        raise _SkipKey("not a JSON object")
+    kid = entry.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise _SkipKey("kid is not a string")
+    use = entry.get("use")
+    if use is not None and use != "sig":
+        raise _SkipKey("use is not 'sig'")
+    ops = entry.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        raise _SkipKey("key_ops does not allow 'verify'")
+
+    kty = entry.get("kty")
+    key: _VerifyKey
+    if kty == "RSA":
+        key, family, members = _rsa(entry)
+    elif kty == "EC":
+        key, family, members = _ec(entry)
+    elif kty == "OKP":
+        key, family, members = _okp(entry)
+    elif kty == "oct":
+        # A symmetric key in a public document is a leaked secret: never trust it.
+        raise _SkipKey("oct keys are never used from a JWKS")
+    else:
+        raise _SkipKey("unsupported kty")
+
+    stated = entry.get("alg")
+    if stated is None:
+        algs = family
+    elif isinstance(stated, str) and stated in family:
+        algs = frozenset({stated})
+    else:
+        raise _SkipKey("stated alg does not fit kty/crv")
+
+    if "d" in entry:
+        # Only the public half is used, but the issuer is publishing private keys.
+        log.warning("JWKS key carries private parameters; only its public half is used",
+                    extra={"kid": kid})
+    return PublicKey(kid=kid, algs=algs, key=key, thumbprint=_thumbprint(members))
+
+
+def _rsa(entry: Mapping[str, Any]) -> tuple[rsa.RSAPublicKey, frozenset[str], dict[str, str]]:
+    n = int.from_bytes(_b64u_member(entry, "n"), "big")
+    e = int.from_bytes(_b64u_member(entry, "e"), "big")
+    if n.bit_length() < MIN_RSA_BITS:
+        raise _SkipKey(f"RSA modulus under {MIN_RSA_BITS} bits")
+    try:
+        key = rsa.RSAPublicNumbers(e, n).public_key()
+    except ValueError:
+        raise _SkipKey("invalid RSA public numbers") from None
+    members = {"e": _b64u_int(e), "kty": "RSA", "n": _b64u_int(n)}
+    return key, RSA_ALGS, members
+
+
+def _ec(
+    entry: Mapping[str, Any],
+) -> tuple[ec.EllipticCurvePublicKey, frozenset[str], dict[str, str]]:
+    crv = entry.get("crv")
+    if not isinstance(crv, str) or crv not in _EC_CURVES:
+        raise _SkipKey("unsupported EC curve")
+    curve, size, alg = _EC_CURVES[crv]
+    x = _b64u_member(entry, "x")
+    y = _b64u_member(entry, "y")
+    if len(x) != size or len(y) != size:
+        raise _SkipKey("EC coordinate of the wrong length")
+    try:
+        # cryptography checks that the point is on the curve.
+        key = ec.EllipticCurvePublicNumbers(
+            int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve
+        ).public_key()
+    except ValueError:
+        raise _SkipKey("EC point not on the curve") from None
+    members = {"crv": crv, "kty": "EC", "x": _b64u(x), "y": _b64u(y)}
+    return key, frozenset({alg}), members
+
+
+def _okp(
+    entry: Mapping[str, Any],
+) -> tuple[ed25519.Ed25519PublicKey, frozenset[str], dict[str, str]]:
+    if entry.get("crv") != "Ed25519":
+        raise _SkipKey("unsupported OKP curve")
+    x = _b64u_member(entry, "x")
+    if len(x) != _ED25519_KEY_BYTES:
+        raise _SkipKey("Ed25519 key of the wrong length")
+    try:
+        key = ed25519.Ed25519PublicKey.from_public_bytes(x)
+    except ValueError:
+        raise _SkipKey("invalid Ed25519 key") from None
+    members = {"crv": "Ed25519", "kty": "OKP", "x": _b64u(x)}
+    return key, OKP_ALGS, members
+
+
+def _b64u_member(entry: Mapping[str, Any], name: str) -> bytes:
+    value = entry.get(name)
+    if not isinstance(value, str) or not value:
+        raise _SkipKey(f"'{name}' missing or not a string")
+    # Unpadded base64url per RFC 7515 2; trailing padding is tolerated, other bytes are not.
+    value = value.rstrip("=")
+    if not _B64URL.fullmatch(value) or len(value) % 4 == 1:
+        raise _SkipKey(f"'{name}' is not base64url")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise _SkipKey(f"'{name}' is not base64url") from None
+
+
+def _b64u(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64u_int(value: int) -> str:
+    return _b64u(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def _thumbprint(members: dict[str, str]) -> str:
+    # RFC 7638: required members only, sorted, no whitespace; values in canonical form
+    # (minimal integers, full-length coordinates) so equal keys hash equally.
+    canonical = json.dumps(members, sort_keys=True, separators=(",", ":"))
+    return _b64u(hashlib.sha256(canonical.encode("ascii")).digest())
