@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,10 @@ class KeySnapshot:
     jwks_loaded: bool = False
     public_keys: tuple[PublicKey, ...] = ()
     by_kid: dict[str, PublicKey] = field(default_factory=dict)
+    # Identities of every key above (secret_id() of each secret, thumbprints of public
+    # keys): a cached verification is only served while its key is still in here.
+    secret_ids: tuple[str, ...] = ()
+    key_ids: frozenset[str] = frozenset()
 
     @staticmethod
     def build(
@@ -51,19 +56,33 @@ class KeySnapshot:
     ) -> KeySnapshot:
         """A snapshot; `public_keys=None` means no key set has been loaded yet."""
         keys = public_keys or ()
+        by_kid: dict[str, PublicKey] = {}
+        for key in keys:
+            if key.kid is not None:
+                by_kid.setdefault(key.kid, key)
+        secret_ids = tuple(secret_id(s) for s in secrets)
         return KeySnapshot(
             secrets=secrets,
             jwks_configured=jwks_configured,
             jwks_loaded=public_keys is not None,
             public_keys=keys,
-            by_kid={k.kid: k for k in keys if k.kid is not None},
+            by_kid=by_kid,
+            secret_ids=secret_ids,
+            key_ids=frozenset(secret_ids) | {k.thumbprint for k in keys},
         )
 
     def with_secrets(self, secrets: tuple[bytes, ...]) -> KeySnapshot:
         """A copy with the HMAC secrets replaced."""
-        return KeySnapshot(secrets, self.jwks_configured, self.jwks_loaded,
-                           self.public_keys, self.by_kid)
+        return KeySnapshot.build(secrets, self.jwks_configured, self._loaded_keys())
 
     def with_public_keys(self, keys: tuple[PublicKey, ...]) -> KeySnapshot:
         """A copy with a freshly loaded JWKS key set."""
         return KeySnapshot.build(self.secrets, self.jwks_configured, keys)
+
+    def _loaded_keys(self) -> tuple[PublicKey, ...] | None:
+        return self.public_keys if self.jwks_loaded else None
+
+
+def secret_id(secret: bytes) -> str:
+    """A stable, non-reversible identity for an HMAC secret (never logged, never sent)."""
+    return "hs:" + hashlib.sha256(b"authz-secret-id:" + secret).hexdigest()

@@ -1,0 +1,106 @@
+"""Policy: which route rules apply, the IP filter, required claims and forwarded claims."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from authz.decision import Reason
+from authz.settings import ClaimRule, Network, Policy, Settings
+from authz.verify import TokenError
+
+POLICY_CONTEXT_KEY = "policy"
+SUB_HEADER = "x-jwt-sub"
+
+
+def select_policy(context: Mapping[str, str], settings: Settings) -> Policy:
+    """The policy the route names in `context_extensions[policy]`, else the default."""
+    name = context.get(POLICY_CONTEXT_KEY)
+    if name is None:
+        return settings.default_policy
+    policy = settings.policies.get(name)
+    if policy is None:
+        raise TokenError(Reason.UNKNOWN_POLICY)
+    return policy
+
+
+def ip_allowed(source_ip: str | None, networks: tuple[Network, ...]) -> bool:
+    """True when the filter is off, or the address (v4, v6, v4-mapped v6) is in a network."""
+    if not networks:
+        return True
+    if source_ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON types must agree: `true` is not `1` and `"1"` is not `1`; 2 and 2.0 are equal.
+    if _is_number(a) and _is_number(b):
+        return bool(a == b)
+    return type(a) is type(b) and bool(a == b)
+
+
+def _rule_holds(rule: ClaimRule, claims: Mapping[str, Any]) -> bool:
+    if rule.claim not in claims:
+        return False
+    value = claims[rule.claim]
+    if rule.op == "contains":
+        words = value.split() if isinstance(value, str) else value
+        return isinstance(words, list) and any(
+            _same(word, wanted) for word in words for wanted in rule.values
+        )
+    return any(_same(value, wanted) for wanted in rule.values)
+
+
+def check_required_claims(policy: Policy, claims: Mapping[str, Any]) -> None:
+    """Raise TokenError(insufficient_scope) unless every required claim holds."""
+    for rule in policy.required_claims:
+        if not _rule_holds(rule, claims):
+            raise TokenError(Reason.INSUFFICIENT_SCOPE)
+
+
+def legal_header_value(value: str) -> bool:
+    """Visible ASCII and inner spaces only: nothing Envoy or an upstream could mis-split."""
+    return (
+        0 < len(value) <= 4096
+        and value.isascii()
+        and value.isprintable()
+        and value[0] != " "
+        and value[-1] != " "
+    )
+
+
+def _header_value(value: Any) -> str | None:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool | int | float):
+        text = json.dumps(value)
+    else:
+        return None
+    return text if legal_header_value(text) else None
+
+
+def upstream_headers(
+    policy: Policy, sub: str | None, claims: Mapping[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    """Headers set on the upstream request: x-jwt-sub and the policy's forwarded claims."""
+    headers: list[tuple[str, str]] = []
+    if sub is not None and legal_header_value(sub):
+        headers.append((SUB_HEADER, sub))
+    for claim, header in policy.forward_claims:
+        value = _header_value(claims.get(claim))
+        if value is not None:
+            headers.append((header, value))
+    return tuple(headers)
