@@ -41,7 +41,8 @@ JWKS_CONSECUTIVE_FAILURES = Gauge(
     multiprocess_mode="max",
 )
 SECRET_RELOADS = Counter(
-    "authz_secret_reloads", "HS256 secret file reloads after a change, by result.", ["result"]
+    "authz_secret_reloads", "HS256 secret file loads (at start, after each change), by result.",
+    ["result"],
 )
 TOKEN_CACHE_LOOKUPS = Counter(
     "authz_token_cache_lookups", "Verified-token cache lookups, by result.", ["result"]

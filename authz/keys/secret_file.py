@@ -1,0 +1,114 @@
+"""The HS256 secret file (AUTHZ_HS256_SECRET_FILE): reading it, and watching it for rotation.
+
+Format: one secret per line, UTF-8 bytes as written; surrounding whitespace and blank
+lines are ignored (a Secret created with `echo` ends in a newline). The first secret
+signs, all verify. Every secret must be at least 32 bytes (SPEC section 2).
+
+The watcher polls `stat` of the path (following symlinks) plus its resolved path, so
+it sees an in-place edit, a rename over the file, and the Kubernetes Secret volume
+update, which swaps the `..data` symlink to a new timestamped directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from authz.observability import SECRET_RELOAD_FAILURE, SECRET_RELOAD_SUCCESS
+
+if TYPE_CHECKING:
+    from authz.keys.store import KeyStore
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_BYTES = 32
+POLL_SECONDS = 1.0
+
+_Signature = tuple[str, int, int, int, int, int]
+
+
+class SecretFileError(ValueError):
+    """The secret file cannot be used: unreadable, empty, or holding a too-short secret."""
+
+
+def read_secret_file(path: str) -> tuple[bytes, ...]:
+    """The secrets in `path`, first (signing) one first. Never puts a secret in an error."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise SecretFileError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    secrets = tuple(line.strip() for line in data.splitlines() if line.strip())
+    if not secrets:
+        raise SecretFileError(f"{path} holds no secret")
+    for number, secret in enumerate(secrets, start=1):
+        if len(secret) < MIN_SECRET_BYTES:
+            raise SecretFileError(
+                f"{path}: secret {number} is shorter than {MIN_SECRET_BYTES} bytes"
+            )
+    return secrets
+
+
+def _signature(path: str) -> _Signature | None:
+    try:
+        st = os.stat(path)
+        real = os.path.realpath(path)
+    except OSError:
+        return None
+    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class SecretFileWatcher:
+    """Reloads the secret file into a KeyStore whenever it changes; keeps the last good
+    secrets when it becomes missing, unreadable, empty or invalid (logged and counted)."""
+
+    def __init__(self, path: str, store: KeyStore, poll_seconds: float = POLL_SECONDS) -> None:
+        self._path = path
+        self._store = store
+        self._poll_seconds = poll_seconds
+        self._seen: _Signature | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Load the file now and keep polling it in the running event loop."""
+        self._check()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop polling."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            try:
+                self._check()
+            except Exception:
+                # The watcher must outlive any surprise; the last good secrets stay.
+                log.exception("secret file check failed", extra={"path": self._path})
+
+    def _check(self) -> None:
+        # stat before read: a change landing between the two is seen again next poll.
+        signature = _signature(self._path)
+        if signature == self._seen:
+            return
+        self._seen = signature
+        try:
+            if signature is None:
+                raise SecretFileError(f"cannot stat {self._path}")
+            secrets = read_secret_file(self._path)
+        except SecretFileError as exc:
+            SECRET_RELOAD_FAILURE.inc()
+            log.warning("secret file unusable; keeping the last good secrets",
+                        extra={"path": self._path, "error": str(exc)})
+            return
+        self._store.set_file_secrets(secrets)
+        SECRET_RELOAD_SUCCESS.inc()
+        log.info("secret file loaded", extra={"path": self._path, "secrets": len(secrets)})
