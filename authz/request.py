@@ -23,4 +23,5 @@ class RequestView:
     jwt_headers: tuple[str, ...] = ()
     path: str = ""
     method: str = ""
-    context: Mapping[str, str] = field(default=_EMPTY)
+    # A factory returning the one shared empty mapping: dataclasses refuse a dict default.
+    context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
