@@ -219,7 +219,7 @@ class TestAlgorithmsAndSignatures:
         assert reason(f"{head}.{payload}.{sig[:-4]}") is Reason.BAD_SIGNATURE
 
     def test_alg_swapped_to_stronger_hmac(self) -> None:
-        head, payload, sig = token().split(".")
+        _, payload, sig = token().split(".")
         head384 = b64url(b'{"alg":"HS384","typ":"JWT"}')
         assert reason(f"{head384}.{payload}.{sig}") is Reason.BAD_SIGNATURE
 
@@ -309,7 +309,9 @@ class TestIssuerAudience:
 
 
 class TestIpFilter:
-    SETTINGS = replace(SETTINGS, allowed_cidrs=(ip_network("10.0.0.0/8"), ip_network("2001:db8::/32")))
+    SETTINGS = replace(
+        SETTINGS, allowed_cidrs=(ip_network("10.0.0.0/8"), ip_network("2001:db8::/32"))
+    )
 
     @pytest.mark.parametrize(
         ("ip", "expected"),
