@@ -1,8 +1,7 @@
-"""The HS256 secret file (AUTHZ_HS256_SECRET_FILE): reading it, and watching it for rotation.
+"""Watching the HS256 secret file (AUTHZ_HS256_SECRET_FILE) for rotation.
 
-Format: one secret per line, UTF-8 bytes as written; surrounding whitespace and blank
-lines are ignored (a Secret created with `echo` ends in a newline). The first secret
-signs, all verify. Every secret must be at least 32 bytes (SPEC section 2).
+The format and its validation are `authz.settings.read_secret_file`'s (the same rules
+at start and on every reload); the first secret signs, all verify.
 
 The watcher polls `stat` of the path (following symlinks) plus its resolved path, so
 it sees an in-place edit, a rename over the file, and the Kubernetes Secret volume
@@ -15,41 +14,16 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
 
+from authz.keys.store import KeyStore
 from authz.observability import SECRET_RELOAD_FAILURE, SECRET_RELOAD_SUCCESS
-
-if TYPE_CHECKING:
-    from authz.keys.store import KeyStore
+from authz.settings import SettingsError, read_secret_file
 
 log = logging.getLogger(__name__)
 
-MIN_SECRET_BYTES = 32
 POLL_SECONDS = 1.0
 
 _Signature = tuple[str, int, int, int, int, int]
-
-
-class SecretFileError(ValueError):
-    """The secret file cannot be used: unreadable, empty, or holding a too-short secret."""
-
-
-def read_secret_file(path: str) -> tuple[bytes, ...]:
-    """The secrets in `path`, first (signing) one first. Never puts a secret in an error."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise SecretFileError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    secrets = tuple(line.strip() for line in data.splitlines() if line.strip())
-    if not secrets:
-        raise SecretFileError(f"{path} holds no secret")
-    for number, secret in enumerate(secrets, start=1):
-        if len(secret) < MIN_SECRET_BYTES:
-            raise SecretFileError(
-                f"{path}: secret {number} is shorter than {MIN_SECRET_BYTES} bytes"
-            )
-    return secrets
 
 
 def _signature(path: str) -> _Signature | None:
@@ -102,9 +76,9 @@ class SecretFileWatcher:
         self._seen = signature
         try:
             if signature is None:
-                raise SecretFileError(f"cannot stat {self._path}")
+                raise SettingsError("AUTHZ_HS256_SECRET_FILE", f"cannot stat {self._path}")
             secrets = read_secret_file(self._path)
-        except SecretFileError as exc:
+        except SettingsError as exc:
             SECRET_RELOAD_FAILURE.inc()
             log.warning("secret file unusable; keeping the last good secrets",
                         extra={"path": self._path, "error": str(exc)})
