@@ -1,0 +1,187 @@
+"""The gRPC front door: CheckRequest -> RequestView, Decision -> CheckResponse, and the servicers.
+
+A thin adapter over the project's own ext_authz messages (authz/_pb, built from protos/).
+It decides nothing: `add_authorization_service` hands each RequestView to the `check`
+callable and renders whatever Decision comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from typing import cast
+
+import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from grpc_health.v1 import health, health_pb2_grpc
+
+from authz._pb.envoy.config.core.v3.base_pb2 import HeaderValueOption
+from authz._pb.envoy.service.auth.v3 import external_auth_pb2
+from authz._pb.envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
+from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from authz._pb.envoy.type.v3.http_status_pb2 import StatusCode
+from authz.decision import Decision, Reason, deny, status_of
+from authz.request import RequestView
+
+log = logging.getLogger("authz.grpc")
+
+Check = Callable[[RequestView], Awaitable[Decision]]
+
+_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
+_METHOD = _SERVICE.methods_by_name["Check"]
+# "/envoy.service.auth.v3.Authorization/Check", taken from the proto so the two cannot drift.
+CHECK_METHOD_PATH = f"/{_SERVICE.full_name}/{_METHOD.name}"
+
+_JWT_PREFIX = "x-jwt-"
+_OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+# google.rpc.Code for each HTTP status a denial carries.
+_UNAUTHENTICATED = 16
+_PERMISSION_DENIED = 7
+_UNAVAILABLE = 14
+_RPC_CODE: dict[int, int] = {401: _UNAUTHENTICATED, 403: _PERMISSION_DENIED, 503: _UNAVAILABLE}
+
+
+def _from_header_map(http: AttributeContext.HttpRequest) -> tuple[str | None, tuple[str, ...]]:
+    # encode_raw_headers: repeated keys are not merged, values are bytes. Joining repeats
+    # with "," gives the same value the `headers` map would carry, so both modes decide alike.
+    authorization: list[str] = []
+    jwt_headers: list[str] = []
+    for header in http.header_map.headers:
+        key = header.key.lower()
+        if key == "authorization":
+            raw = header.raw_value
+            authorization.append(raw.decode("utf-8", "replace") if raw else header.value)
+        elif key.startswith(_JWT_PREFIX) and key not in jwt_headers:
+            jwt_headers.append(key)
+    return (",".join(authorization) if authorization else None), tuple(jwt_headers)
+
+
+def request_view(request: CheckRequest) -> RequestView:
+    """The RequestView of one CheckRequest (no copy of the header map is made).
+
+    Reads `attributes.request.http.headers` (lowercase keys), or `header_map` when Envoy
+    sends raw headers instead; `context` is a read-only view backed by the request message.
+    """
+    attributes = request.attributes
+    http = attributes.request.http
+    headers = http.headers
+    if headers:
+        authorization = headers.get("authorization")
+        jwt_headers = tuple(key for key in headers if key.startswith(_JWT_PREFIX))
+    else:
+        authorization, jwt_headers = _from_header_map(http)
+    context: Mapping[str, str] = attributes.context_extensions
+    return RequestView(
+        authorization=authorization,
+        source_ip=attributes.source.address.socket_address.address or None,
+        jwt_headers=jwt_headers,
+        path=http.path,
+        method=http.method,
+        context=context,
+    )
+
+
+def _add_headers(
+    options: RepeatedCompositeFieldContainer[HeaderValueOption],
+    headers: tuple[tuple[str, str], ...],
+) -> None:
+    # Filling fields in place is the cheapest way to build messages with upb (measured).
+    for key, value in headers:
+        option = options.add()
+        option.header.key = key
+        option.header.value = value
+        option.append_action = _OVERWRITE
+
+
+def check_response(decision: Decision) -> CheckResponse:
+    """The CheckResponse Envoy enforces for `decision`.
+
+    Allow: status OK and `ok_response` (headers set with OVERWRITE_IF_EXISTS_OR_ADD, a
+    header never both set and removed). Deny: the matching google.rpc code and
+    `denied_response` with status, headers and body. `dynamic_metadata` on both.
+    """
+    response = CheckResponse()
+    fields = response.dynamic_metadata.fields
+    for key, value in decision.metadata.items():
+        fields[key].string_value = value
+    if decision.allowed:
+        response.status.code = 0
+        ok = response.ok_response
+        ok.SetInParent()  # present even with nothing to set or remove
+        _add_headers(ok.headers, decision.headers_to_set)
+        if decision.headers_to_remove:
+            set_names = {key.lower() for key, _ in decision.headers_to_set}
+            ok.headers_to_remove.extend(
+                name for name in decision.headers_to_remove if name.lower() not in set_names
+            )
+    else:
+        response.status.code = _RPC_CODE.get(decision.status, _PERMISSION_DENIED)
+        response.status.message = decision.reason.value
+        denied = response.denied_response
+        # StatusCode is an open enum: any HTTP status number is a valid value.
+        denied.status.code = cast(StatusCode, decision.status)
+        _add_headers(denied.headers, decision.headers_to_set)
+        denied.body = decision.body
+    return response
+
+
+# Denials are shared objects (authz.decision builds each once): their bytes are built once
+# too, keyed by identity. Holding the Decision in the entry keeps its id from being reused.
+_DENIAL_BYTES: dict[int, tuple[Decision, bytes]] = {
+    id(denial): (denial, check_response(denial).SerializeToString())
+    for denial in (deny(reason) for reason in Reason if status_of(reason) != 200)
+}
+_INTERNAL_ERROR_BYTES = _DENIAL_BYTES[id(deny(Reason.INTERNAL_ERROR))][1]
+
+
+def encode_response(decision: Decision) -> bytes:
+    """The serialized CheckResponse for `decision`, from the cache for shared denials."""
+    cached = _DENIAL_BYTES.get(id(decision))
+    if cached is not None and cached[0] is decision:
+        return cached[1]
+    encoded: bytes = check_response(decision).SerializeToString()
+    return encoded
+
+
+def _where(error: BaseException) -> str:
+    # File and line only: an exception's message may quote request data such as a token.
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+
+
+def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
+    """Serve `envoy.service.auth.v3.Authorization/Check` on `server`, deciding with `check`.
+
+    Fails closed: if building the view, `check` or the response raises, the answer is the
+    internal_error denial (503), never a gRPC error that Envoy's failure_mode_allow could
+    turn into an allow.
+    """
+
+    async def handle(request: CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            return encode_response(await check(request_view(request)))
+        except Exception as error:
+            log.error(
+                "check failed, answering internal_error",
+                extra={"error": type(error).__name__, "where": _where(error)},
+            )
+            return _INTERNAL_ERROR_BYTES
+
+    handler = grpc.method_handlers_generic_handler(
+        _SERVICE.full_name,
+        {
+            _METHOD.name: grpc.unary_unary_rpc_method_handler(
+                handle, request_deserializer=CheckRequest.FromString
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+def add_health_service(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    """Serve `grpc.health.v1.Health` on `server`; the caller sets SERVING / NOT_SERVING."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
