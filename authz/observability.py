@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from authz import __version__
 from authz.decision import Reason, status_of
@@ -66,6 +66,8 @@ TOKEN_CACHE_MISS = TOKEN_CACHE_LOOKUPS.labels("miss")
 
 def init_metrics() -> None:
     """Publish build info so every series exists from the first scrape."""
+    # `_created` series double every counter's exposition and no dashboard uses them.
+    disable_created_metrics()
     BUILD_INFO.labels(__version__).set(1)
 
 
