@@ -296,10 +296,10 @@ def _ca_file(value: object) -> str | None:
         return None
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:  # before OSError: it is a subclass
+        raise ValueError(f"{path} holds no usable PEM certificate") from None
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ssl.SSLError:
-        raise ValueError(f"{path} holds no usable PEM certificate") from None
     return path
 
 
@@ -337,7 +337,7 @@ class _Raw:
     """One source's value for a setting and where it came from, for error messages."""
 
     value: object
-    origin: str
+    origin: str  # "" for the environment: the setting's own name says it all
 
 
 # ---- sources ----
@@ -517,14 +517,15 @@ def load_settings(
         if value == "":
             raw.pop(key, None)
         elif value is not None:
-            raw[key] = _Raw(value, f"from {_env_name(key)}")
+            raw[key] = _Raw(value, "")
 
     values: dict[str, Any] = {}
     for key, item in raw.items():
         try:
             values[key] = _CONVERTERS[key](item.value)
         except ValueError as exc:
-            raise SettingsError(_env_name(key), f"{exc} ({item.origin})") from None
+            where = f" ({item.origin})" if item.origin else ""
+            raise SettingsError(_env_name(key), f"{exc}{where}") from None
     settings = Settings(**values)
     if settings.hs256_secret_file is not None:
         file_secrets = read_secret_file(settings.hs256_secret_file)
