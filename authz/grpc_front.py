@@ -154,14 +154,16 @@ def _where(error: BaseException) -> str:
 def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
     """Serve `envoy.service.auth.v3.Authorization/Check` on `server`, deciding with `check`.
 
-    Fails closed: if building the view, `check` or the response raises, the answer is the
+    Fails closed: if decoding the request, `check` or the response raises, the answer is the
     internal_error denial (503), never a gRPC error that Envoy's failure_mode_allow could
     turn into an allow.
     """
 
-    async def handle(request: CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
+    # Decoding happens here rather than in a grpc deserializer, so a request that does not
+    # parse is also answered with the internal_error denial.
+    async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return encode_response(await check(request_view(request)))
+            return encode_response(await check(request_view(CheckRequest.FromString(request))))
         except Exception as error:
             log.error(
                 "check failed, answering internal_error",
@@ -171,11 +173,7 @@ def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
 
     handler = grpc.method_handlers_generic_handler(
         _SERVICE.full_name,
-        {
-            _METHOD.name: grpc.unary_unary_rpc_method_handler(
-                handle, request_deserializer=CheckRequest.FromString
-            )
-        },
+        {_METHOD.name: grpc.unary_unary_rpc_method_handler(handle)},
     )
     server.add_generic_rpc_handlers((handler,))
 
