@@ -140,7 +140,11 @@ def test_forwarded_for_is_not_trusted_for_the_ip_filter() -> None:
         response = request(
             envoy.port,
             REST,
-            {"Authorization": AMS_DOCS_TOKEN, "X-Forwarded-For": "10.1.2.3", "X-Real-IP": "10.1.2.3"},
+            {
+                "Authorization": AMS_DOCS_TOKEN,
+                "X-Forwarded-For": "10.1.2.3",
+                "X-Real-IP": "10.1.2.3",
+            },
         )
         assert_denied(response, 403, "ip_not_allowed")
         assert "www-authenticate" not in response.headers
