@@ -46,9 +46,11 @@ class _SkipKey(Exception):
 def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
     """The usable signing keys of a JWKS document, in document order.
 
-    Raises JWKSError when `body` is not UTF-8 JSON, not an object, or has no `keys`
-    array. Individual keys that are unusable are skipped (and logged); with duplicate
-    `kid`s the first usable key wins.
+    Raises JWKSError when `body` is not UTF-8 JSON, not an object, has no `keys`
+    array, or has keys of which none is usable (a set we cannot use at all is more
+    likely misread than meant; an explicitly empty `keys` array is taken as meant).
+    Individual unusable keys are skipped (and logged); with duplicate `kid`s the first
+    usable key wins.
     """
     try:
         doc = json.loads(body.decode("utf-8"))
@@ -76,6 +78,8 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
                 continue
             seen_kids.add(key.kid)
         keys.append(key)
+    if entries and not keys:
+        raise JWKSError(f"none of its {len(entries)} keys is usable")
     return tuple(keys)
 
 

@@ -1,0 +1,332 @@
+"""The JWKS refresher: fetches the key set at start, refreshes it in the background and on
+an unknown kid, and swaps each good set into the KeyStore.
+
+Refresh behaviour (all per process):
+- First fetch at `start()`; until one succeeds the store has no key set (Checks that need
+  it answer 503 jwks_unavailable, /readyz is 503) and failures are retried with backoff.
+- After a success the next refresh is due after the configured period P
+  (AUTHZ_JWKS_REFRESH_SECONDS, any value >= 1 s as configured). `Cache-Control: max-age=M`
+  (or `no-cache`/`no-store`, read as M = 0) may bring it forward to M, but never below
+  MAX_AGE_FLOOR_SECONDS (nor above P): P stays the longest a removed key keeps verifying.
+  Jitter: the delay is drawn from [85 %, 100 %] of that, so replicas spread out and P is
+  never exceeded.
+- After a failure: retry after 1, 2, 4, ... s, capped at min(P, 60 s), each drawn from
+  [50 %, 100 %] of the step. The last good key set stays in use meanwhile.
+- A fetch fails on: connection or TLS error, non-200 status (redirects are followed, but
+  never from https to http), no response within IO_TIMEOUT_SECONDS per socket operation
+  or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is not a JWKS, or a
+  non-empty `keys` array with no usable key. An explicitly empty `keys` array is a valid
+  answer: the issuer has withdrawn every key.
+- Unknown kid: `refresh_unknown_kid` starts one fetch that concurrent callers share, at
+  most once per KID_REFRESH_INTERVAL_SECONDS (the first one is always allowed).
+- Fetches that finish out of order never install an older answer over a newer one.
+
+HTTP is stdlib urllib run in a daemon thread: one GET every few minutes needs no new
+dependency, and a daemon thread (unlike asyncio.to_thread) cannot hold up process exit
+when a fetch hangs. TLS is verified against the system trust store, or only against
+AUTHZ_JWKS_CA_FILE when that is set; proxies come from the usual *_proxy variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.client import HTTPException, HTTPMessage, HTTPResponse
+from typing import IO, TypeVar
+from urllib.parse import urlsplit
+
+from authz import __version__
+from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.snapshot import PublicKey
+from authz.keys.store import KeyStore
+from authz.observability import (
+    JWKS_CONSECUTIVE_FAILURES,
+    JWKS_KEYS,
+    JWKS_LAST_SUCCESS,
+    JWKS_REFRESH_FAILURE,
+    JWKS_REFRESH_SUCCESS,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+IO_TIMEOUT_SECONDS = 5.0
+TOTAL_TIMEOUT_SECONDS = 10.0
+KID_REFRESH_INTERVAL_SECONDS = 30.0
+MAX_AGE_FLOOR_SECONDS = 30.0
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+_READ_CHUNK = 64 * 1024
+
+T = TypeVar("T")
+
+
+class JWKSFetchError(Exception):
+    """One fetch did not produce a usable key set; the message is safe to log."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    keys: tuple[PublicKey, ...]
+    max_age: float | None
+
+
+class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+        headers: HTTPMessage, newurl: str,
+    ) -> urllib.request.Request | None:
+        if req.full_url.lower().startswith("https:") and not newurl.lower().startswith("https:"):
+            raise JWKSFetchError(f"HTTP {code} redirect from https to a non-https URL refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class JWKSSource:
+    """Keeps `store` supplied with the key set at `url`; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        store: KeyStore,
+        *,
+        refresh_seconds: float,
+        ca_file: str | None = None,
+        io_timeout: float = IO_TIMEOUT_SECONDS,
+        total_timeout: float = TOTAL_TIMEOUT_SECONDS,
+        kid_refresh_interval: float = KID_REFRESH_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._shown_url = _shown(url)
+        self._store = store
+        self._period = refresh_seconds
+        self._io_timeout = io_timeout
+        self._total_timeout = total_timeout
+        self._kid_interval = kid_refresh_interval
+        self._clock = clock
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_file)),
+            _NoDowngradeRedirect(),
+        )
+        self._failures = 0
+        self._started_seq = 0
+        self._installed_seq = 0
+        self._loaded = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._kid_task: asyncio.Task[_Answer | None] | None = None
+        self._last_kid_refresh: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once a key set has been loaded (it stays loaded: failures keep the old one)."""
+        return self._store.snapshot.jwks_loaded
+
+    def start(self) -> None:
+        """Begin fetching in the running event loop: the first fetch, then the refresh cycle."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="jwks-refresh")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the first key set; True when it is loaded."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loaded.wait(), timeout)
+        return self.ready
+
+    async def stop(self) -> None:
+        """Stop refreshing. A fetch in flight is abandoned (its thread ends on its timeout)."""
+        for task in (self._task, self._kid_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._kid_task = None
+
+    async def refresh_unknown_kid(self, timeout: float) -> None:
+        """Refetch now because a token named an unknown kid, waiting at most `timeout` s.
+
+        Concurrent callers share one fetch; a new fetch starts at most once per
+        kid-refresh interval, otherwise this returns at once. Never raises on failure:
+        the caller decides again against whatever key set is current afterwards.
+        """
+        task = self._kid_task
+        if task is None or task.done():
+            now = self._clock()
+            last = self._last_kid_refresh
+            if last is not None and now - last < self._kid_interval:
+                return
+            self._last_kid_refresh = now
+            task = asyncio.get_running_loop().create_task(self._refresh("unknown_kid"))
+            self._kid_task = task
+        # shield: a caller giving up (its deadline) must not cancel the fetch others share.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    async def _run(self) -> None:
+        while True:
+            answer = await self._refresh("scheduled")
+            if answer is not None:
+                delay = self._next_refresh_delay(answer.max_age)
+            else:
+                step = BACKOFF_FIRST_SECONDS * 2 ** min(self._failures - 1, 16)
+                delay = min(step, BACKOFF_CAP_SECONDS, self._period) * random.uniform(0.5, 1.0)
+            await asyncio.sleep(delay)
+
+    def _next_refresh_delay(self, max_age: float | None) -> float:
+        interval = self._period
+        if max_age is not None:
+            interval = min(interval, max(max_age, MAX_AGE_FLOOR_SECONDS))
+        return interval * random.uniform(0.85, 1.0)
+
+    async def _refresh(self, trigger: str) -> _Answer | None:
+        self._started_seq += 1
+        seq = self._started_seq
+        try:
+            answer = await asyncio.wait_for(_in_daemon_thread(self._fetch), self._total_timeout)
+        except Exception as exc:
+            # Any failure, expected or not, must leave the refresh cycle running.
+            self._failures += 1
+            JWKS_REFRESH_FAILURE.inc()
+            JWKS_CONSECUTIVE_FAILURES.set(self._failures)
+            if isinstance(exc, JWKSFetchError):
+                error = str(exc)
+            elif isinstance(exc, TimeoutError):
+                error = f"no complete answer within {self._total_timeout} s"
+            else:
+                error = repr(exc)
+            log.warning(
+                "JWKS fetch failed; keeping the last good key set",
+                extra={"url": self._shown_url, "trigger": trigger, "error": error,
+                       "consecutive_failures": self._failures, "loaded": self.ready},
+            )
+            return None
+        self._failures = 0
+        JWKS_REFRESH_SUCCESS.inc()
+        JWKS_CONSECUTIVE_FAILURES.set(0)
+        JWKS_LAST_SUCCESS.set(time.time())
+        if seq > self._installed_seq:
+            self._installed_seq = seq
+            before = self._store.snapshot
+            self._store.set_public_keys(answer.keys)
+            JWKS_KEYS.set(len(answer.keys))
+            self._loaded.set()
+            if not before.jwks_loaded or {k.thumbprint for k in before.public_keys} != {
+                k.thumbprint for k in answer.keys
+            }:
+                log.info("JWKS key set loaded",
+                         extra={"url": self._shown_url, "trigger": trigger,
+                                "keys": len(answer.keys),
+                                "kids": [k.kid for k in answer.keys[:20]]})
+                if not answer.keys:
+                    log.warning("JWKS key set is empty: no RS/PS/ES/EdDSA token can verify",
+                                extra={"url": self._shown_url})
+        return answer
+
+    def _fetch(self) -> _Answer:
+        # Runs in a worker thread: blocking I/O, no event-loop state touched.
+        deadline = time.monotonic() + self._total_timeout
+        request = urllib.request.Request(
+            self._url,
+            headers={"Accept": "application/json", "User-Agent": f"authz/{__version__}"},
+        )
+        try:
+            response: HTTPResponse = self._opener.open(request, timeout=self._io_timeout)
+            with response:
+                if response.status != 200:
+                    raise JWKSFetchError(f"HTTP {response.status}")
+                body = _read_capped(response, deadline)
+                max_age = _max_age(response.headers.get_all("Cache-Control") or [])
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise JWKSFetchError(f"HTTP {exc.code}") from None
+        except urllib.error.URLError as exc:
+            raise JWKSFetchError(f"cannot fetch: {exc.reason}") from None
+        except (OSError, HTTPException, ValueError) as exc:
+            # OSError covers socket timeouts and TLS errors; ValueError a bad URL or header.
+            raise JWKSFetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
+        try:
+            keys = parse_jwks(body)
+        except JWKSError as exc:
+            raise JWKSFetchError(f"not a usable JWKS: {exc}") from None
+        return _Answer(keys, max_age)
+
+
+def _read_capped(response: HTTPResponse, deadline: float) -> bytes:
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise JWKSFetchError(f"body over {MAX_BODY_BYTES} bytes (Content-Length)")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        # read1 returns after one socket read, so a slow trickle meets the deadline check.
+        chunk = response.read1(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise JWKSFetchError(f"body over {MAX_BODY_BYTES} bytes")
+        if time.monotonic() > deadline:
+            raise JWKSFetchError("total timeout while reading the body")
+        chunks.append(chunk)
+
+
+def _max_age(cache_control: list[str]) -> float | None:
+    """Seconds from `Cache-Control` (no-cache/no-store count as 0); None when absent."""
+    max_age: float | None = None
+    for header in cache_control:
+        for directive in header.split(","):
+            name, _, value = directive.strip().partition("=")
+            name = name.strip().lower()
+            if name in ("no-cache", "no-store"):
+                return 0.0
+            value = value.strip().strip('"')
+            if name == "max-age" and value.isdigit():
+                max_age = float(value) if max_age is None else min(max_age, float(value))
+    return max_age
+
+
+def _shown(url: str) -> str:
+    # Logged form of the URL: no userinfo, query or fragment (they may carry credentials).
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    # Both check done(): the awaiting side may have given up (timeout, stop).
+    def set_result(result: T) -> None:
+        if not future.done():
+            future.set_result(result)
+
+    def set_error(error: Exception) -> None:
+        if not future.done():
+            future.set_exception(error)
+
+    def work() -> None:
+        deliver: Callable[[], None]
+        try:
+            result = fn()
+        except Exception as exc:
+            deliver = functools.partial(set_error, exc)
+        else:
+            deliver = functools.partial(set_result, result)
+        # The loop may have closed while we fetched; then nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver)
+
+    threading.Thread(target=work, name="authz-jwks-fetch", daemon=True).start()
+    return await future

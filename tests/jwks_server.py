@@ -1,0 +1,157 @@
+"""Test helpers for the key sources: a real JWKS HTTP server on 127.0.0.1 that a test drives
+at run time, JWK builders for `cryptography` keys, and a signer for public-key JWS algs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64u_int(value: int, size: int | None = None) -> str:
+    return b64u(value.to_bytes(size or (value.bit_length() + 7) // 8, "big"))
+
+
+@cache
+def rsa_key(name: str, bits: int = 2048) -> rsa.RSAPrivateKey:
+    """A fresh RSA key per name, generated once per test session (generation is slow)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def jwk(key: PrivateKey, kid: str | None, **extra: Any) -> dict[str, Any]:
+    """The public JWK of `key`, with `kid` and any extra members (alg, use, ...)."""
+    out: dict[str, Any]
+    if isinstance(key, rsa.RSAPrivateKey):
+        nums = key.public_key().public_numbers()
+        out = {"kty": "RSA", "n": _b64u_int(nums.n), "e": _b64u_int(nums.e)}
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        pub = key.public_key().public_numbers()
+        size = (key.curve.key_size + 7) // 8
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
+        out = {"kty": "EC", "crv": crv, "x": _b64u_int(pub.x, size), "y": _b64u_int(pub.y, size)}
+    else:
+        raw = key.public_key().public_bytes_raw()
+        out = {"kty": "OKP", "crv": "Ed25519", "x": b64u(raw)}
+    if kid is not None:
+        out["kid"] = kid
+    out.update(extra)
+    return out
+
+
+def jwks(*keys: Mapping[str, Any]) -> bytes:
+    return json.dumps({"keys": list(keys)}).encode()
+
+
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512,
+}
+
+
+def sign(alg: str, key: PrivateKey, claims: Mapping[str, Any], kid: str | None = None) -> str:
+    """A compact JWS of `claims` signed with `key` under `alg` (RS*/PS*/ES*/EdDSA)."""
+    header: dict[str, Any] = {"alg": alg, "typ": "JWT"}
+    if kid is not None:
+        header["kid"] = kid
+    signing_input = (
+        b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
+    ).encode()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        signature = key.sign(signing_input)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        digest = _HASHES[alg[2:]]()
+        pad: padding.AsymmetricPadding = (
+            padding.PKCS1v15() if alg.startswith("RS")
+            else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+        )
+        signature = key.sign(signing_input, pad, digest)
+    else:
+        der = key.sign(signing_input, ec.ECDSA(_HASHES[alg[2:]]()))
+        r, s = decode_dss_signature(der)
+        size = (key.curve.key_size + 7) // 8
+        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    return signing_input.decode() + "." + b64u(signature)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for "server not up yet" tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class JWKSServer:
+    """A real HTTP server on 127.0.0.1; the test sets what it answers between requests.
+
+    `status`, `body` and `headers` are the answer; `hang` makes it accept the request
+    and never answer (until closed); `requests` counts the GETs it received.
+    """
+
+    def __init__(self, body: bytes = b'{"keys": []}', port: int = 0) -> None:
+        self.status = 200
+        self.body = body
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+        self.hang = False
+        self.requests = 0
+        self._count_lock = threading.Lock()
+        self._released = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with outer._count_lock:
+                    outer.requests += 1
+                if outer.hang:
+                    outer._released.wait(30)
+                    return
+                self.send_response(outer.status)
+                for name, value in outer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        port: int = self._httpd.server_address[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+
+    def close(self) -> None:
+        """Stop listening (later fetches get connection refused) and release hung requests."""
+        self._released.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> JWKSServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

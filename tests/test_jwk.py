@@ -1,0 +1,205 @@
+"""JWKS parsing: which keys are usable, for which algorithms, and what makes a document bad."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.snapshot import RSA_ALGS, PublicKey
+from tests.jwks_server import b64u, jwk, jwks, rsa_key
+
+EC_KEYS = {
+    "P-256": ec.generate_private_key(ec.SECP256R1()),
+    "P-384": ec.generate_private_key(ec.SECP384R1()),
+    "P-521": ec.generate_private_key(ec.SECP521R1()),
+}
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+
+
+def one(entry: dict[str, Any]) -> PublicKey:
+    keys = parse_jwks(jwks(entry, jwk(ED_KEY, "filler")))
+    assert keys[-1].kid == "filler"
+    assert len(keys) == 2, "the key under test was skipped"
+    return keys[0]
+
+
+def skipped(entry: dict[str, Any]) -> bool:
+    keys = parse_jwks(jwks(entry, jwk(ED_KEY, "filler")))
+    return [k.kid for k in keys] == ["filler"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"\xff\xfe", b"[]", b'"keys"', b"{}", b'{"keys": {}}',
+     b'{"keys": null}', b"[" * 100_000],
+)
+def test_a_document_that_is_not_a_jwks_is_an_error(body: bytes) -> None:
+    with pytest.raises(JWKSError):
+        parse_jwks(body)
+
+
+def test_empty_keys_array_is_a_valid_empty_set() -> None:
+    assert parse_jwks(b'{"keys": []}') == ()
+
+
+def test_keys_present_but_none_usable_is_an_error() -> None:
+    with pytest.raises(JWKSError, match="none of its 2 keys"):
+        parse_jwks(jwks({"kty": "oct", "k": "c2VjcmV0"}, jwk(ED_KEY, "e", use="enc")))
+
+
+def test_rsa_key_verifies_rs_and_ps_algorithms() -> None:
+    key = one(jwk(rsa_key("a"), "rsa"))
+    assert key.kid == "rsa"
+    assert key.algs == RSA_ALGS
+    assert isinstance(key.key, rsa.RSAPublicKey)
+    assert key.key.public_numbers() == rsa_key("a").public_key().public_numbers()
+
+
+def test_rsa_key_under_2048_bits_is_ignored() -> None:
+    assert skipped(jwk(rsa_key("small", 1024), "small"))
+    assert skipped(jwk(rsa_key("small2047", 2047), "odd-size"))
+
+
+@pytest.mark.parametrize(("crv", "alg"), [("P-256", "ES256"), ("P-384", "ES384"),
+                                          ("P-521", "ES512")])
+def test_ec_key_is_bound_to_the_alg_of_its_curve(crv: str, alg: str) -> None:
+    key = one(jwk(EC_KEYS[crv], crv))
+    assert key.algs == {alg}
+    assert isinstance(key.key, ec.EllipticCurvePublicKey)
+
+
+@pytest.mark.parametrize(("crv", "alg"), [("P-256", "ES384"), ("P-384", "ES256"),
+                                          ("P-521", "ES256"), ("P-256", "RS256")])
+def test_ec_key_stating_another_curves_alg_is_skipped(crv: str, alg: str) -> None:
+    assert skipped(jwk(EC_KEYS[crv], "x", alg=alg))
+
+
+def test_ec_point_not_on_the_curve_is_skipped() -> None:
+    entry = jwk(EC_KEYS["P-256"], "bad")
+    y = bytearray(base64.urlsafe_b64decode(entry["y"] + "=="))
+    y[-1] ^= 1
+    entry["y"] = b64u(bytes(y))
+    assert skipped(entry)
+
+
+def test_ec_coordinates_must_be_full_length() -> None:
+    entry = jwk(EC_KEYS["P-256"], "short")
+    entry["x"] = b64u(base64.urlsafe_b64decode(entry["x"] + "==")[1:])
+    assert skipped(entry)
+
+
+def test_ec_unknown_curve_is_skipped() -> None:
+    entry = jwk(EC_KEYS["P-256"], "k")
+    entry["crv"] = "secp256k1"
+    assert skipped(entry)
+
+
+def test_ed25519_key_verifies_eddsa_only() -> None:
+    key = one(jwk(ED_KEY, "ed"))
+    assert key.algs == {"EdDSA"}
+    assert isinstance(key.key, ed25519.Ed25519PublicKey)
+
+
+def test_okp_other_curve_is_skipped() -> None:
+    assert skipped({"kty": "OKP", "crv": "X25519", "x": b64u(b"\x09" * 32), "kid": "x"})
+    assert skipped({"kty": "OKP", "crv": "Ed25519", "x": b64u(b"\x09" * 31), "kid": "x"})
+
+
+def test_stated_alg_narrows_the_key() -> None:
+    assert one(jwk(rsa_key("a"), "ps", alg="PS384")).algs == {"PS384"}
+
+
+@pytest.mark.parametrize("alg", ["HS256", "ES256", "EdDSA", "none", "RSA-OAEP", 7])
+def test_stated_alg_that_does_not_fit_rsa_skips_the_key(alg: object) -> None:
+    assert skipped(jwk(rsa_key("a"), "x", alg=alg))
+
+
+def test_use_other_than_sig_is_skipped_and_sig_is_kept() -> None:
+    assert skipped(jwk(rsa_key("a"), "enc", use="enc"))
+    assert one(jwk(rsa_key("a"), "sig", use="sig")).kid == "sig"
+
+
+def test_key_ops_without_verify_is_skipped() -> None:
+    assert skipped(jwk(rsa_key("a"), "x", key_ops=["encrypt"]))
+    assert skipped(jwk(rsa_key("a"), "x", key_ops="verify"))
+    assert one(jwk(rsa_key("a"), "ok", key_ops=["sign", "verify"])).kid == "ok"
+
+
+def test_oct_and_unknown_kty_are_never_used() -> None:
+    assert skipped({"kty": "oct", "k": b64u(b"s" * 32), "kid": "hmac", "alg": "HS256"})
+    assert skipped({"kty": "PQC", "kid": "future"})
+    assert skipped({"kid": "no-kty"})
+
+
+def test_private_parameters_are_ignored_and_only_the_public_half_is_used() -> None:
+    private = rsa_key("a")
+    nums = private.private_numbers()
+    entry = jwk(private, "priv", d=b64u(nums.d.to_bytes(256, "big")))
+    key = one(entry)
+    assert isinstance(key.key, rsa.RSAPublicKey)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"n": "!!notb64!!"}, {"n": 12345}, {"n": ""}, {"e": None}, {"n": "A"},
+     {"e": "AAAA"}, {"kid": 7}],
+)
+def test_one_bad_key_skips_that_key_not_the_set(damage: dict[str, Any]) -> None:
+    entry = jwk(rsa_key("a"), "bad")
+    entry.update({k: v for k, v in damage.items() if v is not None})
+    for k, v in damage.items():
+        if v is None:
+            del entry[k]
+    assert skipped(entry)
+
+
+def test_non_object_entries_are_skipped() -> None:
+    keys = parse_jwks(json.dumps({"keys": [1, "x", None, jwk(ED_KEY, "ok")]}).encode())
+    assert [k.kid for k in keys] == ["ok"]
+
+
+def test_padded_base64url_is_tolerated() -> None:
+    entry = jwk(ED_KEY, "padded")
+    entry["x"] += "="
+    assert one(entry).kid == "padded"
+
+
+def test_duplicate_kid_keeps_the_first_usable_key() -> None:
+    keys = parse_jwks(jwks(jwk(rsa_key("a"), "dup"), jwk(rsa_key("b"), "dup"),
+                           jwk(rsa_key("small", 1024), "dup2"), jwk(rsa_key("b"), "dup2")))
+    assert [k.kid for k in keys] == ["dup", "dup2"]
+    assert keys[0].key.public_numbers() == rsa_key("a").public_key().public_numbers()
+    assert keys[1].key.public_numbers() == rsa_key("b").public_key().public_numbers()
+
+
+def test_keys_without_kid_are_kept() -> None:
+    keys = parse_jwks(jwks(jwk(ED_KEY, None), jwk(rsa_key("a"), None)))
+    assert [k.kid for k in keys] == [None, None]
+
+
+def test_thumbprint_matches_rfc7638_example() -> None:
+    # RFC 7638 section 3.1: this key's thumbprint is NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs.
+    n = ("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc"
+         "_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGj"
+         "QR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-"
+         "bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKg"
+         "w")
+    key = one({"kty": "RSA", "n": n, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"})
+    assert key.thumbprint == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_thumbprint_ignores_kid_and_optional_members() -> None:
+    a = one(jwk(EC_KEYS["P-384"], "one"))
+    b = one(jwk(EC_KEYS["P-384"], "two", use="sig", alg="ES384"))
+    c = one(jwk(EC_KEYS["P-256"], "three"))
+    assert a.thumbprint == b.thumbprint != c.thumbprint
+    members = {"crv": "Ed25519", "kty": "OKP", "x": jwk(ED_KEY, None)["x"]}
+    expected = b64u(hashlib.sha256(
+        json.dumps(members, sort_keys=True, separators=(",", ":")).encode()).digest())
+    assert one(jwk(ED_KEY, "ed")).thumbprint == expected
