@@ -537,17 +537,19 @@ def load_settings(
     return settings
 
 
+_NO_KEY = (
+    "JWT checking is on but no key is configured: set AUTHZ_HS256_SECRET, "
+    "AUTHZ_HS256_SECRET_FILE or AUTHZ_JWKS_URL, or turn JWT checking off"
+)
+
+
 def _has_key_source(settings: Settings) -> bool:
     return bool(settings.hs256_secrets) or settings.jwks_url is not None
 
 
 def _check_key_source(settings: Settings) -> None:
     if settings.jwt_enabled and not _has_key_source(settings):
-        raise SettingsError(
-            "AUTHZ_JWT_ENABLED",
-            "JWT checking is on but no key is configured: set AUTHZ_HS256_SECRET, "
-            "AUTHZ_HS256_SECRET_FILE or AUTHZ_JWKS_URL (or turn JWT checking off)",
-        )
+        raise SettingsError("AUTHZ_JWT_ENABLED", _NO_KEY)
 
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "[::]"})
@@ -659,11 +661,7 @@ def _policy(name: str, body: object, settings: Settings) -> Policy:
         forward_claims=convert("forward_claims", _forward_claims, ()),
     )
     if policy.jwt_enabled and not _has_key_source(settings):
-        raise SettingsError(
-            f"{prefix}.jwt_enabled",
-            "JWT checking is on but no key is configured: set AUTHZ_HS256_SECRET, "
-            "AUTHZ_HS256_SECRET_FILE or AUTHZ_JWKS_URL",
-        )
+        raise SettingsError(f"{prefix}.jwt_enabled", _NO_KEY)
     if not policy.jwt_enabled:
         for key in ("required_claims", "forward_claims"):
             if fields.get(key):

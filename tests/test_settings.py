@@ -12,6 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from authz.settings import (
     ClaimRule,
@@ -242,6 +245,38 @@ def test_properties_syntax() -> None:
         "empty": "",
         "cont": "# part of cont, not a comment",
     }
+
+
+def _escape(text: str) -> str:
+    # Every space escaped: a continuation line's leading whitespace is not part of the value.
+    out = []
+    for char in text:
+        if char in "\\=:#! ":
+            out.append("\\" + char)
+        elif char in "\t\n\r\f":
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[char])
+        elif not char.isprintable() or char.isspace():
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@hypothesis_settings(deadline=None)  # a busy machine makes timings vary
+@given(st.dictionaries(st.text(min_size=1, alphabet=st.characters(max_codepoint=0xFFFF,
+                                                                   exclude_categories=["Cs"])),
+                       st.text(alphabet=st.characters(max_codepoint=0xFFFF,
+                                                      exclude_categories=["Cs"]))))
+def test_properties_round_trip(entries: dict[str, str]) -> None:
+    # Whatever Java's Properties.store would write, split over continuation lines, reads back.
+    lines = []
+    for key, value in entries.items():
+        escaped = _escape(value)
+        half = len(escaped) // 2
+        while half and escaped[half - 1] == "\\":  # never split inside an escape
+            half -= 1
+        lines.append(f"{_escape(key)} = {escaped[:half]}\\\n    {escaped[half:]}")
+    assert parse_properties("\n".join(lines)) == entries
 
 
 def test_ams_keys_map_to_settings(tmp_path: Path) -> None:
