@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from authz.addresses import split_host_port
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 JSONValue = Any
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -241,21 +243,19 @@ def _cidrs(value: object) -> tuple[Network, ...]:
 def _address(value: object) -> str:
     """A listen address `host:port`; IPv6 hosts in brackets (`[::]:9001`), port 1-65535."""
     text = _text(value)
-    hint = "must be host:port (IPv6 as [::]:port)"
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{hint}, got {_shown(text)}")
-    if host.startswith("[") and host.endswith("]"):
+    try:
+        host, port = split_host_port(text)
+    except ValueError as exc:
+        raise ValueError(f"must be host:port, port 1-65535, IPv6 as [::]:port ({exc})") from None
+    if port == 0:
+        raise ValueError("port must be 1-65535, got 0")
+    if text.startswith("["):
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"{_shown(host)} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError(f"{hint}: put an IPv6 host in brackets, got {_shown(text)}")
     elif not _HOSTNAME.match(host):
         raise ValueError(f"{_shown(host)} is not a host name or IP address")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port must be 1-65535, got {_shown(port)}")
     return text
 
 
@@ -552,17 +552,17 @@ def _check_key_source(settings: Settings) -> None:
         raise SettingsError("AUTHZ_JWT_ENABLED", _NO_KEY)
 
 
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "[::]"})
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 
 def _check_addresses(settings: Settings) -> None:
     # Two listeners on one port would fail at bind time with a less helpful message.
-    seen: list[tuple[str, str, str]] = []
+    seen: list[tuple[str, str, int]] = []
     for key in ("grpc_address", "http_address", "http_authz_address"):
         address: str | None = getattr(settings, key)
         if address is None:
             continue
-        host, _, port = address.rpartition(":")
+        host, port = split_host_port(address)
         for other_key, other_host, other_port in seen:
             if port == other_port and (
                 host == other_host or {host, other_host} & _WILDCARD_HOSTS
