@@ -4,17 +4,24 @@ at run time, JWK builders for `cryptography` keys, and a signer for public-key J
 from __future__ import annotations
 
 import base64
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -98,38 +105,53 @@ def free_port() -> int:
 class JWKSServer:
     """A real HTTP server on 127.0.0.1; the test sets what it answers between requests.
 
-    `status`, `body` and `headers` are the answer; `hang` makes it accept the request
-    and never answer (until closed); `requests` counts the GETs it received.
+    `status`, `body` and `headers` are the answer, taken when a request arrives; `delay`
+    holds the answer back that many seconds (until closed: a large value hangs);
+    `send_length=False` omits Content-Length (the body then ends when the connection
+    closes). `requests` counts the GETs received, `arrivals` holds their monotonic times.
+    `tls` serves HTTPS with that context.
     """
 
-    def __init__(self, body: bytes = b'{"keys": []}', port: int = 0) -> None:
+    def __init__(self, body: bytes = b'{"keys": []}', port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.status = 200
         self.body = body
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
-        self.hang = False
+        self.delay = 0.0
+        self.send_length = True
         self.requests = 0
+        self.arrivals: list[float] = []
         self._count_lock = threading.Lock()
         self._released = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                # Take the answer first, then count: a test that sees the count may change
+                # the answer without racing this request.
+                status, body, headers = outer.status, outer.body, dict(outer.headers)
+                delay, send_length = outer.delay, outer.send_length
                 with outer._count_lock:
                     outer.requests += 1
-                if outer.hang:
-                    outer._released.wait(30)
+                    outer.arrivals.append(time.monotonic())
+                if delay and outer._released.wait(delay):
                     return
-                self.send_response(outer.status)
-                for name, value in outer.headers.items():
+                self.send_response(status)
+                for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(outer.body)))
+                if send_length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(outer.body)
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._scheme = "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self._scheme = "https"
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
@@ -141,7 +163,7 @@ class JWKSServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+        return f"{self._scheme}://127.0.0.1:{self.port}/.well-known/jwks.json"
 
     def close(self) -> None:
         """Stop listening (later fetches get connection refused) and release hung requests."""
@@ -155,3 +177,48 @@ class JWKSServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def loopback_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 signed by a fresh test CA, and the CA's PEM file."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "authz test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                       critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = directory / "server.pem"
+    chain.write_bytes(
+        leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+        + leaf.public_bytes(serialization.Encoding.PEM)
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return context, ca_file

@@ -104,6 +104,7 @@ class JWKSSource:
         io_timeout: float = IO_TIMEOUT_SECONDS,
         total_timeout: float = TOTAL_TIMEOUT_SECONDS,
         kid_refresh_interval: float = KID_REFRESH_INTERVAL_SECONDS,
+        max_age_floor: float = MAX_AGE_FLOOR_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
@@ -113,6 +114,7 @@ class JWKSSource:
         self._io_timeout = io_timeout
         self._total_timeout = total_timeout
         self._kid_interval = kid_refresh_interval
+        self._max_age_floor = max_age_floor
         self._clock = clock
         self._opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_file)),
@@ -183,7 +185,7 @@ class JWKSSource:
     def _next_refresh_delay(self, max_age: float | None) -> float:
         interval = self._period
         if max_age is not None:
-            interval = min(interval, max(max_age, MAX_AGE_FLOOR_SECONDS))
+            interval = min(interval, max(max_age, self._max_age_floor))
         return interval * random.uniform(0.85, 1.0)
 
     async def _refresh(self, trigger: str) -> _Answer | None:

@@ -1,0 +1,534 @@
+"""The JWKS refresher against a real HTTP server on 127.0.0.1 that each test drives:
+first fetch and readiness, rotation, every kind of bad answer, backoff, max-age, the
+unknown-kid single flight, TLS, and the algorithm bindings end to end through the Checker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from prometheus_client import REGISTRY
+
+from authz.checker import Checker
+from authz.decision import Reason
+from authz.keys.jwks_source import MAX_BODY_BYTES, JWKSSource
+from authz.keys.store import KeyStore
+from authz.mint import mint_hmac
+from authz.request import RequestView
+from authz.settings import Settings, load_settings
+from tests.jwks_server import (
+    JWKSServer,
+    PrivateKey,
+    b64u,
+    free_port,
+    jwk,
+    jwks,
+    loopback_tls,
+    rsa_key,
+    sign,
+)
+
+KEY_A = rsa_key("A")
+KEY_B = rsa_key("B")
+EC256 = ec.generate_private_key(ec.SECP256R1())
+EC384 = ec.generate_private_key(ec.SECP384R1())
+EC521 = ec.generate_private_key(ec.SECP521R1())
+ED = ed25519.Ed25519PrivateKey.generate()
+SET_A = jwks(jwk(KEY_A, "a"))
+SET_B = jwks(jwk(KEY_B, "b"))
+CLAIMS = {"sub": "alice", "exp": time.time() + 3600}
+HS_SECRET = "s" * 40
+
+# Small timings keep the suite fast; the production defaults are exercised by their math.
+FAST: dict[str, Any] = {"io_timeout": 0.5, "total_timeout": 1.0}
+
+
+def metric(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def failures() -> float:
+    return metric("authz_jwks_refreshes_total", {"result": "failure"})
+
+
+def successes() -> float:
+    return metric("authz_jwks_refreshes_total", {"result": "success"})
+
+
+def kids(store: KeyStore) -> list[str | None]:
+    return [k.kid for k in store.snapshot.public_keys]
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def settings_for(url: str, secret: str | None = None) -> Settings:
+    environ = {"AUTHZ_JWKS_URL": url}
+    if secret is not None:
+        environ["AUTHZ_HS256_SECRET"] = secret
+    return load_settings(None, None, environ)
+
+
+Scenario = Callable[[JWKSSource, KeyStore, Checker], Awaitable[None]]
+
+
+def run(url: str, scenario: Scenario, refresh: float = 300.0, secret: str | None = None,
+        **options: Any) -> None:
+    """Start a source for `url` (with a Checker wired as the server does), run `scenario`."""
+    async def main() -> None:
+        settings = settings_for(url, secret)
+        store = KeyStore(settings)
+        source = JWKSSource(url, store, refresh_seconds=refresh, **{**FAST, **options})
+        checker = Checker(settings, store, source.refresh_unknown_kid)
+        source.start()
+        try:
+            await scenario(source, store, checker)
+        finally:
+            await source.stop()
+
+    asyncio.run(main())
+
+
+async def reason(checker: Checker, token: str) -> Reason:
+    decision = await checker.check(RequestView(authorization=f"Bearer {token}",
+                                               source_ip="127.0.0.1"))
+    return decision.reason
+
+
+def test_first_fetch_loads_the_set_and_publishes_metrics() -> None:
+    started = time.time()
+    before = successes()
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            assert source.ready and kids(store) == ["a"]
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
+            assert successes() == before + 1
+            assert metric("authz_jwks_keys") == 1
+            assert metric("authz_jwks_last_success_timestamp_seconds") >= started
+            assert metric("authz_jwks_consecutive_failures") == 0
+            assert server.requests == 1
+
+        run(server.url, scenario)
+
+
+def test_rotation_new_kid_is_fetched_once_and_the_removed_kid_is_denied() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.body = SET_B
+            assert await reason(checker, sign("RS256", KEY_B, CLAIMS, "b")) is Reason.OK
+            assert server.requests == 2
+            assert kids(store) == ["b"]
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.UNKNOWN_KID
+            assert await reason(checker, sign("RS256", KEY_B, CLAIMS, "b")) is Reason.OK
+            assert server.requests == 2, "the denied old kid may not refetch inside the window"
+
+        run(server.url, scenario)
+
+
+def test_background_refresh_picks_up_a_rotation() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.body = jwks(jwk(KEY_A, "a"), jwk(KEY_B, "b"))
+            await eventually(lambda: kids(store) == ["a", "b"])
+            server.body = SET_B
+            await eventually(lambda: kids(store) == ["b"])
+
+        run(server.url, scenario, refresh=0.1)
+
+
+def test_server_down_after_the_first_fetch_keeps_the_old_keys() -> None:
+    server = JWKSServer(SET_A)
+
+    async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+        assert await source.wait_ready(5)
+        before = failures()
+        server.close()
+        await eventually(lambda: failures() >= before + 3)
+        assert metric("authz_jwks_consecutive_failures") >= 3
+        assert source.ready and kids(store) == ["a"]
+        assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
+
+    try:
+        run(server.url, scenario, refresh=0.05)
+    finally:
+        server.close()
+
+
+BAD_ANSWERS: dict[str, tuple[int, bytes]] = {
+    "500": (500, SET_B),
+    "404": (404, SET_B),
+    "204": (204, b""),
+    "garbage": (200, b"\x00\xff garbage <html>"),
+    "not-a-jwks": (200, json.dumps({"issuer": "x", "jwks_uri": "y"}).encode()),
+    "keys-not-array": (200, b'{"keys": "b"}'),
+    "none-usable": (200, jwks(jwk(rsa_key("weak", 1024), "weak"), {"kty": "oct", "k": "AAAA"})),
+    "over-1MiB": (200, jwks(jwk(KEY_B, "b"), {"kty": "pad", "p": "x" * MAX_BODY_BYTES})),
+}
+
+
+@pytest.mark.parametrize("answer", list(BAD_ANSWERS))
+def test_a_bad_answer_never_replaces_the_last_good_set(answer: str) -> None:
+    status, body = BAD_ANSWERS[answer]
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            good = store.snapshot
+            before_fail, before_ok = failures(), successes()
+            server.status, server.body = status, body
+            seen = server.requests
+            await eventually(lambda: server.requests >= seen + 3 and failures() >= before_fail + 3)
+            assert store.snapshot is good
+            assert successes() == before_ok
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
+            assert await reason(checker, sign("RS256", KEY_B, CLAIMS, "b")) is Reason.UNKNOWN_KID
+
+        run(server.url, scenario, refresh=0.05)
+
+
+@pytest.mark.parametrize("answer", ["500", "garbage", "none-usable", "over-1MiB"])
+def test_a_bad_first_answer_leaves_the_source_not_ready(answer: str) -> None:
+    status, body = BAD_ANSWERS[answer]
+    with JWKSServer(body) as server:
+        server.status = status
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            await eventually(lambda: server.requests >= 2)
+            assert not source.ready
+            token = sign("RS256", KEY_B, CLAIMS, "b")
+            assert await reason(checker, token) is Reason.JWKS_UNAVAILABLE
+            server.status, server.body = 200, SET_B
+            assert await source.wait_ready(5)
+            assert await reason(checker, token) is Reason.OK
+
+        run(server.url, scenario, refresh=0.05)
+
+
+def test_oversized_answer_is_cut_off_without_a_content_length() -> None:
+    # A chunked answer announces no size: the reader must stop at the cap by itself.
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            good = store.snapshot
+            before = failures()
+            server.body = b" " * (MAX_BODY_BYTES + 10) + SET_B
+            server.send_length = False
+            await eventually(lambda: failures() >= before + 1)
+            assert store.snapshot is good
+
+        run(server.url, scenario, refresh=0.05)
+
+
+def test_exactly_1_mib_is_accepted() -> None:
+    body = jwks(jwk(KEY_B, "b"))
+    body = body[:-1] + b" " * (MAX_BODY_BYTES - len(body)) + body[-1:]
+    assert len(body) == MAX_BODY_BYTES
+    with JWKSServer(body) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            assert kids(store) == ["b"]
+
+        run(server.url, scenario)
+
+
+def test_hanging_server_times_out_and_the_check_waits_only_its_deadline() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.delay = 60
+            before = failures()
+            started = time.monotonic()
+            # Envoy's budget: the Checker waits UNKNOWN_KID_WAIT_SECONDS (0.35 s) at most.
+            assert await reason(checker, sign("RS256", KEY_B, CLAIMS, "b")) is Reason.UNKNOWN_KID
+            assert time.monotonic() - started < 0.6
+            await eventually(lambda: failures() >= before + 1, timeout=3)
+            assert kids(store) == ["a"]
+
+        run(server.url, scenario)
+
+
+def test_hanging_at_start_is_not_ready_until_the_server_answers() -> None:
+    with JWKSServer(SET_A) as server:
+        server.delay = 60
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            before = failures()
+            await eventually(lambda: failures() >= before + 1, timeout=3)
+            assert not source.ready
+            server.delay = 0
+            assert await source.wait_ready(5)
+
+        run(server.url, scenario, refresh=0.05)
+
+
+def test_never_reachable_at_start_then_ready_when_the_server_comes_up() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/keys"
+
+    async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+        before = failures()
+        await eventually(lambda: failures() >= before + 2)
+        assert not source.ready and not store.snapshot.jwks_loaded
+        token = sign("ES256", EC256, CLAIMS, "ec")
+        assert await reason(checker, token) is Reason.JWKS_UNAVAILABLE
+        with JWKSServer(jwks(jwk(EC256, "ec")), port=port):
+            assert await source.wait_ready(5)
+            assert await reason(checker, token) is Reason.OK
+
+    run(url, scenario, refresh=0.05)
+
+
+def test_unknown_kid_flood_fetches_at_most_once_per_window() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            assert server.requests == 1
+            # 500 concurrent Checks with random kids, then 100 one after another.
+            tokens = [sign("ES256", EC256, CLAIMS, f"random-{i}") for i in range(600)]
+            results = await asyncio.gather(*(reason(checker, t) for t in tokens[:500]))
+            assert set(results) == {Reason.UNKNOWN_KID}
+            for token in tokens[500:]:
+                assert await reason(checker, token) is Reason.UNKNOWN_KID
+            assert server.requests == 2
+            # Next window: one more fetch for the next flood, no more.
+            await asyncio.sleep(0.6)
+            await asyncio.gather(*(source.refresh_unknown_kid(1.0) for _ in range(200)))
+            assert server.requests == 3
+
+        run(server.url, scenario, kid_refresh_interval=0.5)
+
+
+def test_default_kid_window_is_30_seconds_and_the_first_kid_refresh_is_free() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.body = SET_B
+            await source.refresh_unknown_kid(1.0)
+            assert kids(store) == ["b"] and server.requests == 2
+            server.body = SET_A
+            await source.refresh_unknown_kid(1.0)
+            assert kids(store) == ["b"] and server.requests == 2
+
+        run(server.url, scenario)
+
+
+@pytest.mark.parametrize("cache_control", ["public, max-age=0", "no-store",
+                                           "no-cache, max-age=600", "max-age=\"0\""])
+def test_max_age_brings_the_refresh_forward_down_to_the_floor(cache_control: str) -> None:
+    with JWKSServer(SET_A) as server:
+        server.headers["Cache-Control"] = cache_control
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            start = server.requests
+            await asyncio.sleep(1.0)
+            # Floor 0.2 s with jitter [85 %, 100 %]: 5-6 refreshes in 1 s, not 1 per loop turn.
+            assert 4 <= server.requests - start <= 6
+
+        run(server.url, scenario, refresh=300, max_age_floor=0.2)
+
+
+@pytest.mark.parametrize("cache_control", ["max-age=3600", "max-age=abc", "private", ""])
+def test_a_long_or_unusable_max_age_never_stretches_the_configured_period(
+    cache_control: str,
+) -> None:
+    with JWKSServer(SET_A) as server:
+        server.headers["Cache-Control"] = cache_control
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            start = server.requests
+            await asyncio.sleep(1.0)
+            assert 4 <= server.requests - start <= 6
+
+        run(server.url, scenario, refresh=0.2, max_age_floor=0.05)
+
+
+def test_failures_back_off_exponentially_with_jitter() -> None:
+    with JWKSServer(SET_A) as server:
+        server.status = 503
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            await eventually(lambda: server.requests >= 4, timeout=10)
+            t = server.arrivals
+            gaps = [b - a for a, b in itertools.pairwise(t)][:3]
+            # Steps of 1, 2, 4 s, each drawn from [50 %, 100 %] of the step.
+            for gap, step in zip(gaps, (1, 2, 4), strict=True):
+                assert step * 0.5 - 0.05 <= gap <= step + 0.2, gaps
+
+        run(server.url, scenario, refresh=300)
+
+
+def test_backoff_is_capped_by_the_configured_period() -> None:
+    with JWKSServer(SET_A) as server:
+        server.status = 503
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            await asyncio.sleep(1.0)
+            # Period 0.1 s: retries every 0.05-0.1 s, never the 1, 2, 4 s steps.
+            assert server.requests >= 8
+
+        run(server.url, scenario, refresh=0.1)
+
+
+def test_out_of_order_answers_never_install_an_older_set() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            # The next scheduled fetch gets the old set, slowly...
+            server.delay, server.body = 0.6, jwks(jwk(KEY_A, "a-old"))
+            await eventually(lambda: server.requests == 2)
+            # ...while a kid refresh gets the new set at once and installs it.
+            server.delay, server.body = 0, SET_B
+            await source.refresh_unknown_kid(1.0)
+            assert kids(store) == ["b"]
+            seen: set[str | None] = set()
+            deadline = time.monotonic() + 0.9
+            while time.monotonic() < deadline:
+                seen.update(kids(store))
+                await asyncio.sleep(0.005)
+            assert seen == {"b"}
+
+        run(server.url, scenario, refresh=0.3, total_timeout=2.0, io_timeout=1.0)
+
+
+def test_https_is_verified_against_the_ca_file(tmp_path: Path) -> None:
+    tls, ca_file = loopback_tls(tmp_path)
+    with JWKSServer(SET_A, tls=tls) as server:
+        assert server.url.startswith("https://")
+
+        async def untrusted(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            before = failures()
+            await eventually(lambda: failures() >= before + 1)
+            assert not source.ready
+
+        run(server.url, untrusted, refresh=0.05)
+
+        async def trusted(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            assert kids(store) == ["a"]
+
+        run(server.url, trusted, ca_file=str(ca_file))
+
+
+def test_redirects_are_followed_but_never_from_https_to_http(tmp_path: Path) -> None:
+    tls, ca_file = loopback_tls(tmp_path)
+    with JWKSServer(SET_A) as plain, JWKSServer(SET_A, tls=tls) as secure:
+        secure.status, secure.headers["Location"] = 302, plain.url
+        secure.body = b""
+
+        async def downgrade(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            await eventually(lambda: secure.requests >= 2)
+            assert not source.ready
+            assert plain.requests == 0
+
+        run(secure.url, downgrade, refresh=0.05, ca_file=str(ca_file))
+
+        with JWKSServer(SET_B) as hop:
+            hop.status, hop.headers["Location"], hop.body = 301, plain.url, b""
+
+            async def same_scheme(source: JWKSSource, store: KeyStore, ch: Checker) -> None:
+                assert await source.wait_ready(5)
+                assert kids(store) == ["a"] and plain.requests == 1
+
+            run(hop.url, same_scheme)
+
+
+def test_an_explicitly_empty_set_withdraws_every_key() -> None:
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.body = b'{"keys": []}'
+            await eventually(lambda: kids(store) == [])
+            assert source.ready and metric("authz_jwks_keys") == 0
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.UNKNOWN_KID
+
+        run(server.url, scenario, refresh=0.05)
+
+
+ALL_KEYS = jwks(jwk(KEY_A, "rsa"), jwk(EC256, "p256"), jwk(EC384, "p384"), jwk(EC521, "p521"),
+                jwk(ED, "ed"), jwk(KEY_B, "rsa-enc", use="enc"),
+                jwk(rsa_key("weak", 1024), "weak"), jwk(KEY_B, "ps-only", alg="PS256"),
+                {"kty": "oct", "kid": "oct", "k": b64u(HS_SECRET.encode())})
+
+
+def test_every_algorithm_verifies_with_its_served_key() -> None:
+    cases: list[tuple[str, PrivateKey, str]] = [(alg, KEY_A, "rsa") for alg in
+             ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")]
+    cases += [("ES256", EC256, "p256"), ("ES384", EC384, "p384"), ("ES512", EC521, "p521"),
+              ("EdDSA", ED, "ed"), ("PS256", KEY_B, "ps-only")]
+    with JWKSServer(ALL_KEYS) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            for alg, key, kid in cases:
+                assert await reason(checker, sign(alg, key, CLAIMS, kid)) is Reason.OK, alg
+                assert await reason(checker, sign(alg, key, CLAIMS)) is Reason.OK, f"{alg} no kid"
+
+        run(server.url, scenario)
+
+
+def test_key_bindings_and_confusions_are_denied() -> None:
+    public = KEY_A.public_key()
+    pem = public.public_bytes(serialization.Encoding.PEM,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = public.public_bytes(serialization.Encoding.DER,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    jwk_json = json.dumps(jwk(KEY_A, "rsa")).encode()
+    head, body, sig = sign("ES256", EC256, CLAIMS, "p256").split(".")
+    raw_sig = base64.urlsafe_b64decode(sig + "==")
+    r, s = int.from_bytes(raw_sig[:32], "big"), int.from_bytes(raw_sig[32:], "big")
+    with JWKSServer(ALL_KEYS) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            denied = {
+                # HS256 signed with the RSA public key, as PEM, DER or JWK: never a secret.
+                "hs-pem": (mint_hmac(CLAIMS, pem, header={"kid": "rsa"}), Reason.BAD_SIGNATURE),
+                "hs-der": (mint_hmac(CLAIMS, der, header={"kid": "rsa"}), Reason.BAD_SIGNATURE),
+                "hs-jwk": (mint_hmac(CLAIMS, jwk_json), Reason.BAD_SIGNATURE),
+                # An oct key in the JWKS is never an HMAC secret.
+                "hs-oct": (mint_hmac(CLAIMS, b"x" * 32, header={"kid": "oct"}),
+                           Reason.BAD_SIGNATURE),
+                # ES256 with a malformed signature (truncated, DER-shaped, another curve).
+                "es-short": (f"{head}.{body}.{b64u(raw_sig[:-1])}", Reason.BAD_SIGNATURE),
+                "es-der": (f"{head}.{body}.{b64u(encode_dss_signature(r, s))}",
+                           Reason.BAD_SIGNATURE),
+                "es-zero": (f"{head}.{body}.{b64u(bytes(64))}", Reason.BAD_SIGNATURE),
+                "es-curve": (sign("ES384", EC384, CLAIMS, "p256"), Reason.BAD_SIGNATURE),
+                # Keys the parser skipped are not in the set.
+                "rsa-1024": (sign("RS256", rsa_key("weak", 1024), CLAIMS, "weak"),
+                             Reason.UNKNOWN_KID),
+                "use-enc": (sign("RS256", KEY_B, CLAIMS, "rsa-enc"), Reason.UNKNOWN_KID),
+                # A key's stated alg binds it.
+                "ps-only-rs": (sign("RS256", KEY_B, CLAIMS, "ps-only"), Reason.BAD_SIGNATURE),
+                "rsa-as-ec": (sign("ES256", EC256, CLAIMS, "rsa"), Reason.BAD_SIGNATURE),
+            }
+            for name, (token, expected) in denied.items():
+                assert await reason(checker, token) is expected, name
+
+        run(server.url, scenario, secret=HS_SECRET)
+
+
+def test_hmac_tokens_without_secrets_are_not_verified_by_jwks_keys() -> None:
+    with JWKSServer(ALL_KEYS) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            token = mint_hmac(CLAIMS, HS_SECRET.encode(), header={"kid": "oct"})
+            assert await reason(checker, token) is Reason.ALG_NOT_ALLOWED
+
+        run(server.url, scenario)
