@@ -25,8 +25,8 @@ import yaml
 
 import authz
 from authz.addresses import split_host_port
+from authz.envoy_config import envoy_binary
 from authz.settings import Settings, load_settings
-from tests.harness import envoy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
