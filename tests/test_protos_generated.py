@@ -18,6 +18,13 @@ def _tree(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _gencode_version(source: bytes) -> str:
+    for line in source.decode().splitlines():
+        if line.startswith("# Protobuf Python Version:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def test_generated_code_matches_protos(tmp_path: Path) -> None:
     out = tmp_path / "_pb"
     subprocess.run(
@@ -26,6 +33,14 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     fresh, committed = _tree(out), _tree(GENERATED)
+    marker = "external_auth_pb2.py"
+    made_by, committed_by = (
+        _gencode_version(tree[f"envoy/service/auth/v3/{marker}"]) for tree in (fresh, committed)
+    )
+    assert made_by == committed_by, (
+        f"authz/_pb holds protobuf gencode {committed_by}, the installed grpcio-tools makes "
+        f"{made_by}: install the pinned grpcio-tools, or regenerate and raise the protobuf floor"
+    )
     assert sorted(fresh) == sorted(committed), "run: python tools/gen_protos.py"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stale generated files {stale}; run: python tools/gen_protos.py"
