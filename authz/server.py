@@ -21,10 +21,11 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from authz.checker import Checker
 from authz.grpc_front import add_authorization_service, add_health_service
 from authz.http_endpoint import HttpEndpoint
+from authz.http_front import HttpFront
 from authz.keys.jwks_source import JWKSSource
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
-from authz.observability import init_metrics
+from authz.observability import counted_by_transport, init_metrics
 from authz.settings import Settings
 
 log = logging.getLogger("authz.server")
@@ -70,10 +71,19 @@ class Service:
             else None
         )
         self.grpc_server = grpc.aio.server(options=_GRPC_OPTIONS)
-        add_authorization_service(self.grpc_server, self.checker.check)
+        add_authorization_service(
+            self.grpc_server, counted_by_transport(self.checker.check, "grpc")
+        )
         self.health = add_health_service(self.grpc_server)
         self.grpc_port = self.grpc_server.add_insecure_port(settings.grpc_address)
         self.endpoint = HttpEndpoint(settings.http_address, registry, self.ready)
+        self.http_front = (
+            HttpFront(
+                settings.http_authz_address, counted_by_transport(self.checker.check, "http")
+            )
+            if settings.http_authz_address
+            else None
+        )
         self._accepting = False
         self._draining = False
         self._stopped = asyncio.Event()
@@ -89,6 +99,9 @@ class Service:
         init_metrics()
         self.endpoint.start()
         await self.grpc_server.start()
+        if self.http_front is not None:
+            await self.http_front.start()
+            self.add_stop(self.http_front.stop)
         self._accepting = True
         if self.watcher is not None:
             self.watcher.start()
@@ -100,6 +113,7 @@ class Service:
             extra={
                 "grpc_address": self.settings.grpc_address,
                 "http_address": self.settings.http_address,
+                "http_authz_address": self.settings.http_authz_address,
                 "jwks": self.jwks is not None,
                 "secrets": len(self.store.snapshot.secrets),
             },

@@ -1,0 +1,232 @@
+"""The HTTP front door: Envoy's `http_service` ext_authz request -> RequestView, Decision -> answer.
+
+A thin adapter like the gRPC one (SPEC section 5, "The HTTP front door"), served by granian
+embedded in the process's asyncio loop (RSGI interface: the HTTP parsing and connection
+handling are granian's, in Rust). Every method and path that arrives is a Check.
+
+Only Envoy-set headers carry trust: `x-authz-client-ip` (the client address, from
+`authorization_request.headers_to_add`) and `x-authz-policy` (the route's policy, what
+`context_extensions[policy]` is in gRPC mode). The Envoy config must not forward client
+`x-authz-*` headers (`allowed_headers`), and `headers_to_add` replaces any it would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server.embed import Server
+
+from authz.addresses import split_host_port
+from authz.decision import Decision, Reason, deny, status_of
+from authz.policy import POLICY_CONTEXT_KEY, legal_header_value
+from authz.request import RequestView
+
+log = logging.getLogger("authz.http")
+
+Check = Callable[[RequestView], Awaitable[Decision]]
+
+CLIENT_IP_HEADER = "x-authz-client-ip"
+POLICY_HEADER = "x-authz-policy"
+# Envoy's raw-HTTP ext_authz client strips the headers named here from the upstream request.
+REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
+# Envoy turns these into dynamic metadata (`dynamic_metadata_from_headers`) for its access
+# log; the client and the upstream never see them (allowed_client/upstream_headers).
+REASON_HEADER = "x-authz-reason"
+SUB_HEADER = "x-authz-sub"
+ISS_HEADER = "x-authz-iss"
+
+_JWT_PREFIX = "x-jwt-"
+
+# Envoy forwards at most its max_request_headers_kb (60 KiB by default) of request headers;
+# only the allowed ones reach authz, but they must all fit, or the client would get the
+# server's 431 instead of authz's decision (an 8 KiB+ token is a `malformed` 401).
+_MAX_HEADER_BYTES = 96 * 1024
+# A stalled request head is dropped; an idle keep-alive connection is not (Envoy closes
+# its idle connections itself, so a Check never races a server-side close).
+_HEADER_READ_TIMEOUT_MS = 10_000
+_BACKLOG = 1024
+
+
+class Headers(Protocol):
+    """The part of granian's RSGI header map the adapter reads."""
+
+    def items(self) -> list[tuple[str, str]]: ...
+
+
+class Scope(Protocol):
+    """The part of granian's RSGI HTTP scope the adapter reads."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+class Responder(Protocol):
+    """The part of granian's RSGI HTTP protocol the adapter writes."""
+
+    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
+
+
+def request_view(method: str, path: str, query: str, headers: list[tuple[str, str]]) -> RequestView:
+    """The RequestView of one Envoy authorization request.
+
+    Repeated `authorization` values are joined with "," (as the gRPC door's header map
+    does); a repeated `x-authz-client-ip` is joined too, which no address parses as, so it
+    is refused while the IP filter is on.
+    """
+    authorization: list[str] = []
+    client_ip: list[str] = []
+    jwt_headers: list[str] = []
+    context: Mapping[str, str] = _NO_CONTEXT
+    for name, value in headers:
+        key = name.lower()
+        if key == "authorization":
+            authorization.append(value)
+        elif key.startswith(_JWT_PREFIX):
+            if key not in jwt_headers:
+                jwt_headers.append(key)
+        elif key == CLIENT_IP_HEADER:
+            client_ip.append(value)
+        elif key == POLICY_HEADER:
+            context = MappingProxyType({POLICY_CONTEXT_KEY: value})
+    return RequestView(
+        authorization=",".join(authorization) if authorization else None,
+        source_ip=",".join(client_ip) if client_ip else None,
+        jwt_headers=tuple(jwt_headers),
+        path=f"{path}?{query}" if query else path,
+        method=method,
+        context=context,
+    )
+
+
+_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The HTTP answer Envoy enforces: status, headers, body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _metadata_headers(decision: Decision) -> list[tuple[str, str]]:
+    headers = [(REASON_HEADER, decision.reason.value)]
+    if decision.sub is not None and legal_header_value(decision.sub):
+        headers.append((SUB_HEADER, decision.sub))
+    if decision.iss is not None and legal_header_value(decision.iss):
+        headers.append((ISS_HEADER, decision.iss))
+    return headers
+
+
+def answer(decision: Decision) -> Answer:
+    """The HTTP answer for `decision`.
+
+    Allow: 200, the headers to set, and `x-envoy-auth-headers-to-remove` naming the
+    client-sent x-jwt-* headers (never one that is also set: Envoy would drop it after
+    setting). Deny: the SPEC status, headers (content-type, WWW-Authenticate) and body.
+    Both carry the x-authz-* metadata headers.
+    """
+    headers = list(decision.headers_to_set)
+    if decision.allowed:
+        if decision.headers_to_remove:
+            set_names = {name for name, _ in headers}
+            remove = [name for name in decision.headers_to_remove if name not in set_names]
+            if remove:
+                headers.append((REMOVE_HEADER, ",".join(remove)))
+        return Answer(200, headers + _metadata_headers(decision), b"")
+    return Answer(decision.status, headers + _metadata_headers(decision), decision.body.encode())
+
+
+# Denials are shared objects (authz.decision builds each once): so are their answers.
+_DENIAL_ANSWERS: dict[Reason, Answer] = {
+    reason: answer(deny(reason)) for reason in Reason if status_of(reason) != 200
+}
+_INTERNAL_ERROR = _DENIAL_ANSWERS[Reason.INTERNAL_ERROR]
+
+
+def _answer_of(decision: Decision) -> Answer:
+    if not decision.allowed and decision is deny(decision.reason):
+        return _DENIAL_ANSWERS[decision.reason]
+    return answer(decision)
+
+
+class _App:
+    """The RSGI application: one Check per request, fail closed."""
+
+    def __init__(self, check: Check) -> None:
+        self._check = check
+
+    async def __rsgi__(self, scope: Scope, protocol: Responder) -> None:
+        try:
+            view = request_view(scope.method, scope.path, scope.query_string, scope.headers.items())
+            reply = _answer_of(await self._check(view))
+        except Exception as error:
+            # The type only: an exception's message may quote request data such as a token.
+            log.error(
+                "check failed, answering internal_error", extra={"error": type(error).__name__}
+            )
+            reply = _INTERNAL_ERROR
+        if reply.body:
+            protocol.response_bytes(reply.status, reply.headers, reply.body)
+        else:
+            protocol.response_empty(reply.status, reply.headers)
+
+
+class HttpFront:
+    """Envoy's HTTP ext_authz door on `address`, deciding with `check`, in the running loop."""
+
+    def __init__(self, address: str, check: Check) -> None:
+        host, port = split_host_port(address)
+        self.address = address
+        self._server = Server(
+            _App(check),
+            address=host,
+            port=port,
+            interface=Interfaces.RSGI,
+            # HTTP/1.1 measured faster than h2c through Envoy (bench/http/README.md).
+            http=HTTPModes.http1,
+            websockets=False,
+            backlog=_BACKLOG,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=_HEADER_READ_TIMEOUT_MS,
+                keep_alive=True,
+                max_buffer_size=_MAX_HEADER_BYTES,
+            ),
+            # granian's own lines go through the process's JSON logging (root handler).
+            log_dictconfig={"loggers": {"_granian": {"handlers": [], "propagate": True}}},
+            log_level=LogLevels.warning,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; raises if the address cannot be bound."""
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        # granian binds the socket and spawns its worker on the task's first steps.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if self._task.done():
+            self._task.result()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight Checks answer, close connections."""
+        if self._task is None:
+            return
+        self._server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+        await self._task
+        self._task = None
