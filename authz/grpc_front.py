@@ -105,7 +105,12 @@ def check_response(decision: Decision) -> CheckResponse:
     response = CheckResponse()
     fields = response.dynamic_metadata.fields
     for key, value in decision.metadata.items():
-        fields[key].string_value = value
+        try:
+            fields[key].string_value = value
+        except UnicodeEncodeError:
+            # A claim can decode to a lone surrogate (JSON "\udc80"), which protobuf strings
+            # cannot carry: log it mangled rather than fail the Check.
+            fields[key].string_value = value.encode("utf-8", "replace").decode()
     if decision.allowed:
         response.status.code = 0
         ok = response.ok_response

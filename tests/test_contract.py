@@ -171,6 +171,12 @@ def test_allow_response() -> None:
     }
 
 
+def test_metadata_that_is_not_unicode_is_mangled_not_fatal() -> None:
+    response = _decode(Decision(reason=Reason.OK, status=200, sub="a\udc80b"))
+    assert response.ok_response is not None
+    assert _metadata(response)["sub"] == "a?b"
+
+
 def test_allow_without_headers() -> None:
     response = _decode(Decision(reason=Reason.JWT_DISABLED, status=200))
     assert response.status is not None
