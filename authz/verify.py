@@ -102,11 +102,12 @@ def _reject_constant(name: str) -> Any:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_unique_object,
-            parse_constant=_reject_constant,
-        )
+        text = data.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+        if "\\u" in text:
+            # A `\uXXXX` escape can encode a lone surrogate, which is not Unicode text and
+            # could not travel on in a header or log: re-encoding proves there is none.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         raise _malformed() from None
     if not isinstance(value, dict):

@@ -420,3 +420,8 @@ class TestCache:
         for i in range(10):
             decide(view(token({"sub": f"u{i}"})), KEYS, SETTINGS, NOW, cache)
         assert len(cache) == 3
+
+
+def test_lone_surrogate_escape_is_malformed() -> None:
+    assert reason(raw_token('{"alg":"HS256"}', '{"sub":"\\udc80"}')) is Reason.MALFORMED
+    assert reason(raw_token('{"alg":"HS256"}', '{"sub":"\\u00e9t\\u00e9"}')) is Reason.OK
