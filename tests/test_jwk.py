@@ -61,6 +61,13 @@ def test_rsa_key_verifies_rs_and_ps_algorithms() -> None:
     assert key.key.public_numbers() == rsa_key("a").public_key().public_numbers()
 
 
+def test_rsa_modulus_over_16384_bits_is_skipped() -> None:
+    huge = (1 << 16384) + 1
+    entry = {"kty": "RSA", "kid": "huge", "e": "AQAB",
+             "n": b64u(huge.to_bytes((huge.bit_length() + 7) // 8, "big"))}
+    assert skipped(entry)
+
+
 def test_rsa_key_under_2048_bits_is_ignored() -> None:
     assert skipped(jwk(rsa_key("small", 1024), "small"))
     assert skipped(jwk(rsa_key("small2047", 2047), "odd-size"))

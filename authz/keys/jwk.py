@@ -23,6 +23,8 @@ from authz.keys.snapshot import OKP_ALGS, RSA_ALGS, PublicKey
 log = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+# OpenSSL refuses RSA public operations above 16384 bits; such a key could never verify.
+MAX_RSA_BITS = 16384
 
 # crv -> (curve, coordinate length in bytes, the one JWS alg bound to it); RFC 7518 3.4.
 _EC_CURVES: dict[str, tuple[ec.EllipticCurve, int, str]] = {
@@ -69,7 +71,9 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
             key = _parse_jwk(entry)
         except _SkipKey as skip:
             kid = entry.get("kid") if isinstance(entry, dict) else None
-            log.info("JWKS key skipped", extra={"index": index, "kid": kid, "why": str(skip)})
+            # debug: the same document is re-read every refresh; the loaded kids are logged
+            # at info by the source whenever the set changes.
+            log.debug("JWKS key skipped", extra={"index": index, "kid": kid, "why": str(skip)})
             continue
         if key.kid is not None:
             if key.kid in seen_kids:
@@ -130,6 +134,8 @@ def _rsa(entry: Mapping[str, Any]) -> tuple[rsa.RSAPublicKey, frozenset[str], di
     e = int.from_bytes(_b64u_member(entry, "e"), "big")
     if n.bit_length() < MIN_RSA_BITS:
         raise _SkipKey(f"RSA modulus under {MIN_RSA_BITS} bits")
+    if n.bit_length() > MAX_RSA_BITS:
+        raise _SkipKey(f"RSA modulus over {MAX_RSA_BITS} bits")
     try:
         key = rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError:
