@@ -36,6 +36,8 @@ from authz.envoy_config import (
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = PROJECT_ENVOY_YAML
+# The http_service variant: the same routes and policies over Envoy's HTTP ext_authz mode.
+ENVOY_HTTP_YAML = ROOT / "envoy-http.yaml"
 SECRET = "zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
 AMS_DOCS_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
@@ -142,6 +144,11 @@ class Authz:
     def metrics(self) -> str:
         return request(self.http_port, "/metrics").body.decode()
 
+    @property
+    def http_authz_port(self) -> int:
+        """The HTTP ext_authz door's port (AUTHZ_HTTP_AUTHZ_ADDRESS in `env`)."""
+        return int(self.env["AUTHZ_HTTP_AUTHZ_ADDRESS"].rpartition(":")[2])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -210,10 +217,22 @@ def run_envoy(
     clusters: Mapping[str, int],
     source: Path = ENVOY_YAML,
     wait_cluster_healthy: str | None = "authz",
+    health_check_ports: Mapping[str, int] | None = None,
 ) -> Iterator[Envoy]:
-    """Run the real Envoy on `source` with the named clusters pointed at local ports."""
+    """Run the real Envoy on `source` with the named clusters pointed at local ports.
+
+    `health_check_ports` moves a cluster's health checks to another local port (the HTTP
+    door's cluster checks authz's /readyz on the probe port, not on the door).
+    """
     port, admin_port = free_port(), free_port()
     config = render_envoy_config(source, port, admin_port, clusters)
+    for cluster in config["static_resources"]["clusters"]:
+        health_port = (health_check_ports or {}).get(cluster["name"])
+        if health_port is None:
+            continue
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["health_check_config"] = {"port_value": health_port}
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "envoy.yaml"
         config_path.write_text(yaml.safe_dump(config))
