@@ -5,9 +5,12 @@ unprivileged user with no compiler, and it exposes the ports authz listens on by
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import re
 import shlex
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,3 +174,38 @@ def test_exposes_the_default_ports() -> None:
 def test_healthcheck_or_the_reason_for_none() -> None:
     if not _final().all("HEALTHCHECK"):
         assert re.search(r"# No HEALTHCHECK: \w+", DOCKERFILE.read_text())
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_import_of_the_package_is_a_declared_dependency() -> None:
+    # The image installs only [project].dependencies: a module authz imports from anything
+    # else works in the dev venv and fails in the container.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {
+        _normalized(m.group(0))
+        for spec in project["dependencies"]
+        if (m := re.match(r"[A-Za-z0-9._-]+", spec))
+    }
+    distributions = importlib.metadata.packages_distributions()
+    missing: dict[str, str] = {}
+    for source in (ROOT / "authz").rglob("*.py"):
+        if "_pb" in source.relative_to(ROOT).parts:
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top == "authz":
+                    continue
+                owners = {_normalized(d) for d in distributions.get(top, [top])}
+                if not owners & declared:
+                    missing[top] = str(source.relative_to(ROOT))
+    assert not missing, f"imported but not in [project].dependencies: {missing}"
