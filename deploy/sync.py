@@ -140,6 +140,12 @@ def gateway_config(source: dict[str, Any]) -> dict[str, Any]:
     if len(ams) != 1:
         raise SyncError(f"expected one cluster on port {AMS_PORT}, found {len(ams)}")
     _point_at(ams[0], AMS_HOST)
+    left = [
+        c["name"] for c in clusters if any(a["address"] in LOOPBACK for a in _socket_addresses(c))
+    ]
+    if left:
+        # In a pod, loopback is the pod itself: such a cluster needs a Service mapping here.
+        raise SyncError(f"clusters on loopback with no in-cluster address: {left}")
     for listener in listeners:
         address = listener["address"]["socket_address"]
         if address["address"] in LOOPBACK:

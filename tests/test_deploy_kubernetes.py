@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -457,3 +458,31 @@ def test_real_envoy_accepts_the_gateway_config() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _sync_module() -> Any:
+    spec = importlib.util.spec_from_file_location("deploy_sync", ROOT / "deploy" / "sync.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sync_refuses_a_config_it_cannot_move_into_the_cluster() -> None:
+    sync = _sync_module()
+    source: Obj = yaml.safe_load((ROOT / "envoy.yaml").read_text())
+    assert sync.gateway_config(source) == _envoy_copy()
+    # A new loopback cluster (say, a JWKS fetcher) would silently point at the pod itself.
+    extra = copy.deepcopy(source)
+    jwks = copy.deepcopy(extra["static_resources"]["clusters"][-1])
+    jwks["name"] = "jwks"
+    jwks["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]["port_value"] = 8443
+    extra["static_resources"]["clusters"].append(jwks)
+    with pytest.raises(sync.SyncError, match="jwks"):
+        sync.gateway_config(extra)
+    renamed = copy.deepcopy(source)
+    renamed["static_resources"]["clusters"][0]["name"] = "ext_authz"
+    with pytest.raises(sync.SyncError, match="authz"):
+        sync.gateway_config(renamed)
