@@ -6,6 +6,8 @@ caller reads the clock. Every SPEC rule is reachable from `decide` in a unit tes
 
 from __future__ import annotations
 
+import re
+
 from authz.decision import Decision, Reason, deny
 from authz.extract import extract_token
 from authz.keys.snapshot import KeySnapshot
@@ -14,6 +16,9 @@ from authz.request import RequestView
 from authz.settings import Settings
 from authz.token_cache import TokenCache
 from authz.verify import TokenError, check_claims, check_times, verify_token
+
+# RFC 9110 field-name (token) characters.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _allow(
@@ -24,9 +29,14 @@ def _allow(
     iss: str | None = None,
 ) -> Decision:
     # Client-sent x-jwt-* headers are stripped unless authz sets them itself: Envoy
-    # removes after it sets, so a name must never be in both lists.
+    # removes after it sets, so a name must never be in both lists. A name that is not a
+    # legal field name (CR, LF, NUL, ...) cannot be a header Envoy forwards: never echoed.
     set_names = {name for name, _ in headers}
-    remove = tuple(name for name in view.jwt_headers if name not in set_names)
+    remove = tuple(
+        name
+        for name in view.jwt_headers
+        if name not in set_names and _HEADER_NAME.fullmatch(name)
+    )
     return Decision(reason, 200, headers, remove, "", sub, iss)
 
 
