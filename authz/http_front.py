@@ -49,9 +49,11 @@ _JWT_PREFIX = "x-jwt-"
 # only the allowed ones reach authz, but they must all fit, or the client would get the
 # server's 431 instead of authz's decision (an 8 KiB+ token is a `malformed` 401).
 _MAX_HEADER_BYTES = 96 * 1024
-# A stalled request head is dropped; an idle keep-alive connection is not (Envoy closes
-# its idle connections itself, so a Check never races a server-side close).
-_HEADER_READ_TIMEOUT_MS = 10_000
+# granian's header read timer also runs while a keep-alive connection waits idle for its
+# next request, so it is the idle timeout too: longer than Envoy's idle_timeout for the
+# cluster (30 s in envoy-http.yaml), so Envoy closes idle connections first and a Check
+# never races a server-side close.
+HEADER_READ_TIMEOUT_MS = 45_000
 _BACKLOG = 1024
 
 
@@ -204,7 +206,7 @@ class HttpFront:
             websockets=False,
             backlog=_BACKLOG,
             http1_settings=HTTP1Settings(
-                header_read_timeout=_HEADER_READ_TIMEOUT_MS,
+                header_read_timeout=HEADER_READ_TIMEOUT_MS,
                 keep_alive=True,
                 max_buffer_size=_MAX_HEADER_BYTES,
             ),
@@ -215,13 +217,17 @@ class HttpFront:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind and serve; raises if the address cannot be bound."""
+        """Bind and serve; raises OSError if the address cannot be bound."""
         self._task = asyncio.get_running_loop().create_task(self._server.serve())
         # granian binds the socket and spawns its worker on the task's first steps.
         for _ in range(3):
             await asyncio.sleep(0)
         if self._task.done():
-            self._task.result()
+            error = self._task.exception()
+            self._task = None
+            # granian raises RuntimeError with a Rust backtrace: keep its first line.
+            detail = str(error).splitlines()[0] if str(error) else repr(error)
+            raise OSError(f"cannot serve on {self.address}: {detail}") from None
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight Checks answer, close connections."""

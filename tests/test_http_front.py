@@ -1,0 +1,291 @@
+"""The HTTP front door on a real embedded granian server (127.0.0.1, free port), no Envoy.
+
+The requests are the ones Envoy's http_service sends: the original method and path, the
+allowed headers, and the x-authz-* headers Envoy itself sets. The real Checker decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from authz.checker import Checker
+from authz.decision import Decision
+from authz.http_front import (
+    HEADER_READ_TIMEOUT_MS,
+    REMOVE_HEADER,
+    Check,
+    HttpFront,
+    request_view,
+)
+from authz.keys.store import KeyStore
+from authz.mint import mint_hmac
+from authz.request import RequestView
+from authz.settings import load_settings
+from tests.harness import ENVOY_HTTP_YAML, SECRET, Response, free_port, request
+
+POLICIES = """
+policies:
+  admin:
+    required_claims:
+      - {claim: role, one_of: [admin]}
+    forward_claims:
+      role: x-jwt-role
+"""
+
+def _token(**claims: object) -> str:
+    return mint_hmac({"exp": time.time() + 300, **claims}, SECRET.encode())
+
+
+@contextlib.contextmanager
+def serving(front_check: Check) -> Iterator[int]:
+    """An HttpFront deciding with `front_check`, in an event loop on its own thread."""
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    front = HttpFront(f"127.0.0.1:{port}", front_check)
+    asyncio.run_coroutine_threadsafe(front.start(), loop).result(10)
+    try:
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(front.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory: pytest.TempPathFactory) -> Checker:
+    config = tmp_path_factory.mktemp("authz") / "authz.yaml"
+    config.write_text(POLICIES)
+    settings = load_settings(
+        str(config),
+        None,
+        {"AUTHZ_HS256_SECRET": SECRET, "AUTHZ_ALLOWED_CIDRS": "198.51.100.0/24"},
+    )
+    return Checker(settings, KeyStore(settings))
+
+
+@pytest.fixture(scope="module")
+def port(checker: Checker) -> Iterator[int]:
+    with serving(checker.check) as port:
+        yield port
+
+
+def _ask(port: int, headers: dict[str, str], path: str = "/LiveApp/rest/v2/x") -> Response:
+    return request(port, path, {"x-authz-client-ip": "198.51.100.7", **headers})
+
+
+def test_allow_sets_sub_and_names_spoofed_headers_for_removal(port: int) -> None:
+    response = _ask(
+        port,
+        {"authorization": _token(sub="alice"), "x-jwt-sub": "mallory", "x-jwt-role": "root"},
+    )
+    assert response.status == 200
+    assert response.body == b""
+    assert response.headers["x-jwt-sub"] == "alice"
+    # x-jwt-sub is set, so it is never also removed (Envoy removes after setting).
+    assert response.headers[REMOVE_HEADER] == "x-jwt-role"
+    assert response.headers["x-authz-reason"] == "ok"
+    assert response.headers["x-authz-sub"] == "alice"
+
+
+def test_allow_without_spoofing_removes_nothing(port: int) -> None:
+    response = _ask(port, {"authorization": f"Bearer {_token(sub='alice')}"})
+    assert response.status == 200
+    assert REMOVE_HEADER not in response.headers
+
+
+def test_token_without_sub_removes_the_spoofed_sub(port: int) -> None:
+    response = _ask(port, {"authorization": _token(), "x-jwt-sub": "mallory"})
+    assert response.status == 200
+    assert "x-jwt-sub" not in response.headers
+    assert response.headers[REMOVE_HEADER] == "x-jwt-sub"
+
+
+def test_deny_is_the_spec_status_challenge_and_json(port: int) -> None:
+    response = _ask(port, {})
+    assert response.status == 401
+    assert response.json() == {"error": "unauthorized", "reason": "missing_token"}
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/json"
+    expired = _ask(port, {"authorization": mint_hmac({"exp": 1}, SECRET.encode())})
+    assert expired.status == 401
+    assert expired.json()["reason"] == "expired"
+    assert expired.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/", "/readyz", "/metrics", "/LiveApp/rest/v2/x?token=t"])
+def test_every_method_and_path_is_a_check(port: int, method: str, path: str) -> None:
+    response = request(port, path, {"x-authz-client-ip": "198.51.100.7"}, method)
+    assert response.status == 401
+    assert response.json()["reason"] == "missing_token"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-authz-client-ip": "not-an-address"},
+        {"x-authz-client-ip": "203.0.113.1"},
+        {"x-forwarded-for": "198.51.100.7", "x-real-ip": "198.51.100.7"},
+    ],
+    ids=["missing", "unparsable", "outside", "other headers"],
+)
+def test_client_address_only_from_x_authz_client_ip(port: int, headers: dict[str, str]) -> None:
+    response = request(port, "/LiveApp/rest/v2/x", {"authorization": _token(sub="a"), **headers})
+    assert response.status == 403
+    assert response.json() == {"error": "forbidden", "reason": "ip_not_allowed"}
+    assert "www-authenticate" not in response.headers
+
+
+def test_repeated_client_address_is_refused(port: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", "/LiveApp/rest/v2/x")
+        conn.putheader("authorization", _token(sub="a"))
+        conn.putheader("x-authz-client-ip", "198.51.100.7")
+        conn.putheader("x-authz-client-ip", "198.51.100.8")
+        conn.endheaders()
+        assert conn.getresponse().status == 403
+    finally:
+        conn.close()
+
+
+def test_policy_header_selects_the_route_policy(port: int) -> None:
+    plain = _token(sub="a")
+    denied = _ask(port, {"authorization": plain, "x-authz-policy": "admin"})
+    assert denied.status == 403
+    assert denied.json()["reason"] == "insufficient_scope"
+    assert denied.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    admin = _ask(port, {"authorization": _token(sub="a", role="admin"), "x-authz-policy": "admin"})
+    assert admin.status == 200
+    assert admin.headers["x-jwt-role"] == "admin"
+    unknown = _ask(port, {"authorization": plain, "x-authz-policy": "nope"})
+    assert unknown.status == 403
+    assert unknown.json()["reason"] == "unknown_policy"
+
+
+def test_header_limit_admits_what_envoy_forwards(port: int) -> None:
+    # Envoy admits 60 KiB of request headers by default: a token that size is authz's
+    # `malformed` 401, not the server's 431.
+    response = _ask(port, {"authorization": "Bearer " + "a" * 60_000})
+    assert response.status == 401
+    assert response.json()["reason"] == "malformed"
+
+
+def test_keep_alive_serves_many_checks_on_one_connection(port: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        local = conn.sock.getsockname()
+        for _ in range(20):
+            conn.request("GET", "/x", headers={"x-authz-client-ip": "198.51.100.7"})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 401
+            assert conn.sock is not None and conn.sock.getsockname() == local
+    finally:
+        conn.close()
+
+
+async def _raises(view: RequestView) -> Decision:
+    raise RuntimeError(f"boom while handling {view.authorization}")
+
+
+def test_a_check_that_raises_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    with serving(_raises) as port:
+        response = request(port, "/x", {"authorization": "secret-token"})
+    assert response.status == 503
+    assert response.json() == {"error": "unavailable", "reason": "internal_error"}
+    assert "secret-token" not in caplog.text
+
+
+def test_stop_answers_in_flight_checks_and_closes_idle_connections() -> None:
+    started = threading.Event()
+
+    async def slow(view: RequestView) -> Decision:
+        started.set()
+        await asyncio.sleep(0.3)
+        return await _raises(view)
+
+    results: list[int] = []
+    with serving(slow) as port:
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        worker = threading.Thread(target=lambda: results.append(request(port, "/x").status))
+        worker.start()
+        assert started.wait(5)
+        began = time.monotonic()
+    # Leaving `serving` stopped the front: the in-flight Check was answered first.
+    worker.join(5)
+    assert results == [503]
+    assert time.monotonic() - began < 5
+    with idle:
+        assert idle.recv(1) == b""  # the idle keep-alive connection was closed
+
+
+def test_request_view_matches_the_grpc_door() -> None:
+    view = request_view(
+        "POST",
+        "/LiveApp/rest/v2/x",
+        "a=1",
+        [
+            ("host", "authz"),
+            ("authorization", "one"),
+            ("Authorization", "two"),
+            ("x-jwt-sub", "s"),
+            ("X-JWT-Role", "r"),
+            ("x-jwt-sub", "again"),
+            ("x-authz-client-ip", "2001:db8::1"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ],
+    )
+    assert view == RequestView(
+        authorization="one,two",
+        source_ip="2001:db8::1",
+        jwt_headers=("x-jwt-sub", "x-jwt-role"),
+        path="/LiveApp/rest/v2/x?a=1",
+        method="POST",
+    )
+    assert dict(view.context) == {}
+    assert dict(request_view("GET", "/", "", [("x-authz-policy", "admin")]).context) == {
+        "policy": "admin"
+    }
+
+
+def test_unbindable_address_raises_at_start() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+
+        async def start() -> None:
+            front = HttpFront(address, _raises)
+            await front.start()
+            await front.stop()
+
+        with pytest.raises(OSError):
+            asyncio.run(start())
+
+
+def test_envoy_closes_idle_connections_before_authz_does() -> None:
+    # granian's header read timeout also ends idle keep-alive connections; Envoy must drop
+    # them first or a Check can land on a connection authz is closing.
+    config = yaml.safe_load(ENVOY_HTTP_YAML.read_text())
+    (authz,) = (c for c in config["static_resources"]["clusters"] if c["name"] == "authz")
+    options = authz["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    idle_seconds = float(options["common_http_protocol_options"]["idle_timeout"].rstrip("s"))
+    assert idle_seconds * 1000 + 10_000 <= HEADER_READ_TIMEOUT_MS
