@@ -264,7 +264,7 @@ class _Demo:
             if time.monotonic() > deadline:
                 raise _StartFailedError(f"Envoy was not ready within {_START_TIMEOUT:g} s")
             await asyncio.sleep(0.1)
-        _say("authz demo: authz, Envoy and a stand-in Ant Media Server on 127.0.0.1")
+        _say("authz demo: ready")
         _say(f"  Envoy (envoy.yaml)   http://127.0.0.1:{self.listen_port}   "
              f"admin http://127.0.0.1:{self.admin_port}")
         _say(f"  authz                gRPC 127.0.0.1:{grpc_port}   "
@@ -313,6 +313,7 @@ async def _run(envoy_yaml: Path, port: int) -> int:
         loop.add_signal_handler(signum, stop.set)
     # mkdtemp makes the folder private (0700): its settings file holds the secret.
     folder = Path(tempfile.mkdtemp(prefix="authz-demo-"))
+    _say("authz demo: starting authz, Envoy and a stand-in Ant Media Server on 127.0.0.1 ...")
     demo = _Demo(envoy_yaml, port, folder)
     code = EXIT_STOPPED
     try:
