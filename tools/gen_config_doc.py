@@ -1,0 +1,273 @@
+"""Regenerate docs/configuration.md from the settings model: `python tools/gen_config_doc.py`.
+
+Names, environment variables, defaults, Ant Media Server properties, policy fields and claim
+tests come from authz/settings.py itself; the prose for each comes from the tables below,
+which must name every setting exactly once (a setting added to the model without prose, or
+prose left for a removed one, is an error). `--check` exits 1 when the committed file is not
+what this script makes (tests/test_config_doc.py runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from authz import settings as model  # noqa: E402 - after the path is set for a checkout
+from authz.policy import POLICY_CONTEXT_KEY  # noqa: E402
+
+OUT = ROOT / "docs" / "configuration.md"
+
+# setting -> (accepted values, meaning)
+SETTINGS: dict[str, tuple[str, str]] = {
+    "grpc_address": (
+        "`host:port`, IPv6 as `[::]:9001`",
+        "Where the ext_authz gRPC service (`envoy.service.auth.v3.Authorization/Check`) and "
+        "`grpc.health.v1.Health` listen. Envoy's `authz` cluster points here.",
+    ),
+    "http_address": (
+        "`host:port`",
+        "Where `/metrics`, `/healthz` and `/readyz` listen. Not 9090: that is Prometheus' "
+        "own port.",
+    ),
+    "http_authz_address": (
+        "`host:port`, or empty for off",
+        "Envoy's HTTP ext_authz mode (`http_service`): a second front door to the same "
+        "decisions, counted in the same metrics. Off unless set.",
+    ),
+    "hs256_secret": (
+        "UTF-8 text, at least 32 bytes",
+        "The HMAC secret for HS256/HS384/HS512 tokens. Never printed or logged. Prefer "
+        "`hs256_secret_file` or the environment in production: a secret in a config file "
+        "ends up where secrets should not be.",
+    ),
+    "hs256_secret_file": (
+        "a file path",
+        "A file of secrets, one per line (blank lines ignored, each at least 32 bytes), "
+        "watched and reloaded when it changes, also when Kubernetes swaps a mounted Secret. "
+        "The first line signs (`authz token`), every line verifies: rotate by adding the new "
+        "secret on top, waiting for old tokens to expire, then removing the old line. Missing "
+        "or empty at start is an error; unreadable later keeps the last good secrets. Its "
+        "secrets come before `hs256_secret`.",
+    ),
+    "jwks_url": (
+        "an `https://` URL (`http://` for loopback or in-cluster)",
+        "Where the JSON Web Key Set for RS*/PS*/ES*/EdDSA tokens is fetched. A bare origin "
+        "such as `https://tenant.auth0.com` means `<origin>/.well-known/jwks.json`. authz is "
+        "not ready until the first fetch succeeds; a failed, slow, oversized or malformed "
+        "answer never replaces the last good key set.",
+    ),
+    "jwks_refresh_seconds": (
+        "a number, at least 1",
+        "How often the key set is refreshed in the background (with jitter; "
+        "`Cache-Control: max-age` is honoured within bounds). A token with an unknown `kid` "
+        "also triggers one refresh, at most once every 30 s.",
+    ),
+    "jwks_ca_file": (
+        "a PEM file path",
+        "CA bundle trusted for `jwks_url`, for an issuer inside the cluster. Checked at "
+        "start. Not set: the system's CAs.",
+    ),
+    "issuer": (
+        "text",
+        "The `iss` every token must carry. Not set: not checked.",
+    ),
+    "audience": (
+        "a list, or comma-separated text",
+        "Accepted `aud` values; one match suffices (`aud` may be a string or an array). Not "
+        "set: not checked.",
+    ),
+    "leeway_seconds": (
+        "a number, 0 or more",
+        "Clock skew allowed on `exp`, `nbf` and `iat`.",
+    ),
+    "require_exp": (
+        "true/false (also yes/no, on/off, 1/0)",
+        "Reject tokens without `exp` (reason `missing_exp`). Ant Media's own token page "
+        "makes tokens without `exp`, so it is off by default.",
+    ),
+    "allowed_cidrs": (
+        "a list, or comma-separated text, of IPv4/IPv6 CIDRs; a bare address is one host",
+        "The IP filter: the client address Envoy saw must be in one of these (reason "
+        "`ip_not_allowed`, 403). Empty: off. Host bits are masked off (`10.1.2.3/8` means "
+        "`10.0.0.0/8`), as Ant Media reads `remoteAllowedCIDR`.",
+    ),
+    "jwt_enabled": (
+        "true/false",
+        "`false` turns the JWT check off (Ant Media's `jwtControlEnabled`): requests pass "
+        "with reason `jwt_disabled`; the IP filter still applies.",
+    ),
+    "log_level": (
+        "`debug`, `info`, `warning`, `error`",
+        "Structured JSON logs on stderr at this level. No level ever logs a token or a secret.",
+    ),
+    "token_cache_size": (
+        "a whole number, 0 for no cache",
+        "Verified tokens remembered to skip repeated signature checks; an entry is never used "
+        "past its `exp` or after its key is gone.",
+    ),
+}
+
+# policy field -> (the flat setting it inherits, meaning)
+POLICY_FIELDS: dict[str, tuple[str | None, str]] = {
+    "jwt_enabled": ("jwt_enabled", "`false`: this route needs no token."),
+    "allowed_cidrs": ("allowed_cidrs", "The route's IP filter; `[]` turns it off for the route."),
+    "issuer": ("issuer", "Required `iss`; `\"\"` drops the requirement for the route."),
+    "audience": ("audience", "Accepted `aud` values; `[]` drops the requirement."),
+    "required_claims": (
+        None,
+        "Rules every token must meet, else 403 `insufficient_scope`: a list of "
+        "`{claim: NAME, TEST: VALUE}` with one test each (below).",
+    ),
+    "forward_claims": (
+        None,
+        "`{claim: header}`: claims sent upstream as headers on allow. Header names must start "
+        "with `x-jwt-` (not `x-jwt-sub`, which always carries `sub`), because only `x-jwt-*` "
+        "headers are stripped from client requests, so upstream can trust them.",
+    ),
+}
+
+CLAIM_TESTS: dict[str, str] = {
+    "equals": "the claim is this one value (JSON types must agree: `true` is not `1`)",
+    "one_of": "the claim is one of these values, e.g. `role` in `[admin, publisher]`",
+    "contains": "a word of a space-separated string (OAuth `scope`) or a member of an array",
+}
+
+
+def _default(value: object) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if isinstance(value, tuple):
+        return ", ".join(f"`{item}`" for item in value) if value else "empty"
+    return f"`{value}`"
+
+
+def _same_keys(what: str, documented: Iterable[str], model_keys: Iterable[str]) -> None:
+    documented_set, model_set = set(documented), set(model_keys)
+    if documented_set != model_set:
+        missing, extra = sorted(model_set - documented_set), sorted(documented_set - model_set)
+        raise SystemExit(
+            f"tools/gen_config_doc.py: {what} out of step with authz/settings.py: "
+            f"undocumented {missing}, documented but gone {extra}"
+        )
+
+
+def render() -> str:
+    """The text of docs/configuration.md."""
+    keys = list(model._CONVERTERS)
+    _same_keys("settings", SETTINGS, keys)
+    _same_keys("policy fields", POLICY_FIELDS, model._POLICY_KEYS)
+    _same_keys("claim tests", CLAIM_TESTS, model._CLAIM_OPS)
+    defaults = {f.name: f.default for f in dataclasses.fields(model.Settings)}
+    ams = {key: prop for prop, key in model._AMS_KEYS.items()}
+
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by tools/gen_config_doc.py from authz/settings.py. Do not edit by hand:",
+        "     run `.venv/bin/python tools/gen_config_doc.py`. -->",
+        "",
+        "authz reads one settings model from these sources, later wins:",
+        "",
+        "1. built-in defaults;",
+        "2. a YAML file, `--config FILE` (keys below; `examples/authz.yaml` shows them all);",
+        "3. an Ant Media Server `red5-web.properties` file, `--ams-properties FILE`;",
+        f"4. environment variables, `{model._ENV_PREFIX}` + the key in upper case.",
+        "",
+        "`authz serve` and `authz token` read the same sources. An environment variable set to "
+        "the empty string puts its setting back to the built-in default. Unknown keys, keys "
+        "given twice and invalid values stop the start with one line naming the setting, and "
+        "exit code 2. At least one of a secret, a secret file or a JWKS URL is required while "
+        "JWT checking is on.",
+        "",
+        "## Settings",
+        "",
+        "| YAML key | environment variable | default |",
+        "|---|---|---|",
+    ]
+    out += [f"| [`{k}`](#{k}) | `{model._env_name(k)}` | {_default(defaults[k])} |" for k in keys]
+    for key in keys:
+        values, meaning = SETTINGS[key]
+        out += ["", f"### {key}", "", meaning, ""]
+        out.append(f"- environment: `{model._env_name(key)}`")
+        out.append(f"- values: {values}")
+        out.append(f"- default: {_default(defaults[key])}")
+        if key in ams:
+            out.append(f"- Ant Media Server property: `{ams[key]}`")
+
+    out += [
+        "",
+        "## Ant Media Server properties (`--ams-properties`)",
+        "",
+        "The JWT and IP filter settings of an Ant Media app "
+        "(`webapps/<app>/WEB-INF/red5-web.properties`) map to these settings; other "
+        "properties are ignored, and so are empty values.",
+        "",
+        "| property | setting |",
+        "|---|---|",
+    ]
+    out += [f"| `{prop}` | [`{key}`](#{key}) |" for prop, key in model._AMS_KEYS.items()]
+    out += [
+        "| `settings.ipFilterEnabled` | `false` ignores `settings.remoteAllowedCIDR` |",
+        "",
+        "## Per-route policies (`policies:` in the YAML file)",
+        "",
+        "An Envoy route names a policy in its ext_authz per-route `context_extensions` "
+        f"(key `{POLICY_CONTEXT_KEY}`). Routes that name none use the policy called `default` "
+        "when there is one, else the flat settings above. A route naming an undefined policy "
+        "is denied (403 `unknown_policy`). In a policy, a field left out (or null) takes the "
+        "flat setting's value.",
+        "",
+        "| field | left out: takes | meaning |",
+        "|---|---|---|",
+    ]
+    for field_name in model._POLICY_KEYS:
+        inherits, meaning = POLICY_FIELDS[field_name]
+        taken = f"`{inherits}`" if inherits else "nothing"
+        out.append(f"| `{field_name}` | {taken} | {meaning} |")
+    out += ["", "Claim tests in `required_claims`:", "", "| test | passes when |", "|---|---|"]
+    out += [f"| `{op}` | {CLAIM_TESTS[op]} |" for op in model._CLAIM_OPS]
+    out += [
+        "",
+        "```yaml",
+        "policies:",
+        "  admin:                      # envoy.yaml: context_extensions: { policy: admin }",
+        "    required_claims:",
+        "      - {claim: role, one_of: [admin, publisher]}",
+        "      - {claim: scope, contains: publish}",
+        "    forward_claims:",
+        "      role: x-jwt-role",
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        current = OUT.read_text() if OUT.exists() else ""
+        if current != text:
+            print(f"{OUT.relative_to(ROOT)} is out of date: run python tools/gen_config_doc.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
