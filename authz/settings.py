@@ -79,20 +79,22 @@ class Settings:
     token_cache_size: int = 100_000
     policies: dict[str, Policy] = field(default_factory=dict)
     hs256_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    # Built once in __post_init__: every Check without a route policy reads it, and
+    # building a Policy per Check cost about 0.7 us of a 3.4 us decision.
+    default_policy: Policy = field(init=False, repr=False, compare=False)
 
-    @property
-    def default_policy(self) -> Policy:
-        """The policy for routes that name none: `policies.default`, else the flat settings."""
+    def __post_init__(self) -> None:
+        # The policy for routes that name none: `policies.default`, else the flat settings.
         configured = self.policies.get("default")
-        if configured is not None:
-            return configured
-        return Policy(
-            name="default",
-            jwt_enabled=self.jwt_enabled,
-            allowed_networks=self.allowed_cidrs,
-            issuer=self.issuer,
-            audiences=self.audience,
-        )
+        if configured is None:
+            configured = Policy(
+                name="default",
+                jwt_enabled=self.jwt_enabled,
+                allowed_networks=self.allowed_cidrs,
+                issuer=self.issuer,
+                audiences=self.audience,
+            )
+        object.__setattr__(self, "default_policy", configured)
 
     @property
     def hs256_secrets(self) -> tuple[bytes, ...]:
