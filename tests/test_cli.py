@@ -217,7 +217,8 @@ class TestToken:
         assert "AUTHZ_JWT_ENABLED" in capsys.readouterr().err
 
     def test_composes_in_a_shell(self) -> None:
-        env = {"PATH": "/usr/bin:/bin", "AUTHZ_HS256_SECRET": SECRET}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
+        env["AUTHZ_HS256_SECRET"] = SECRET
         done = subprocess.run(
             [sys.executable, "-m", "authz.cli", "token", "--sub", "me"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=30, check=True,

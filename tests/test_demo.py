@@ -212,10 +212,7 @@ def test_missing_envoy_binary_is_a_clear_error(tmp_path: Path) -> None:
     # The same interpreter seen from a folder without an envoy beside it, PATH without one.
     python = tmp_path / "python"
     python.symlink_to(sys.executable)
-    env = {
-        "PATH": str(tmp_path),
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-    }
+    env = dict(os.environ, PATH=str(tmp_path), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     done = subprocess.run(
         [str(python), "-m", "authz.cli", "demo"],
         capture_output=True, text=True, timeout=30, cwd=ROOT, env=env,
