@@ -24,7 +24,16 @@ from authz.mint import mint_hmac
 from authz.request import RequestView
 from authz.settings import load_settings
 from authz.token_command import TokenOptionError, parse_claim, parse_duration
-from tests.harness import ROOT, SECRET, Authz, free_port, run_authz
+from tests.harness import (
+    ROOT,
+    SECRET,
+    Authz,
+    echo_upstream,
+    free_port,
+    request,
+    run_authz,
+    run_envoy,
+)
 
 OTHER_SECRET = "a-second-secret-that-is-32-bytes-long!"
 POLICIES = """
@@ -397,3 +406,31 @@ class TestCheck:
     def test_bad_source_ip_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["check", "--source-ip", "nowhere", "--target", "127.0.0.1:1"]) == 2
         assert "--source-ip" in capsys.readouterr().err
+
+
+# ---- the shipped examples together: examples/local.yaml behind envoy.yaml ----
+
+
+@pytest.mark.e2e
+def test_local_example_and_envoy_yaml_agree_on_strict_app(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tokens come from `authz token` on the same settings as the server: local.yaml with the
+    # harness' secret in the environment (later wins). The HTTP door's fixed port is reset.
+    local = str(ROOT / "examples" / "local.yaml")
+    monkeypatch.setenv("AUTHZ_HS256_SECRET", SECRET)
+    plain = mint(capsys, "--config", local, "--sub", "me")
+    publisher = mint(capsys, "--config", local, "--sub", "me", "--claim", "role=publisher")
+    with echo_upstream() as upstream, run_authz(
+        env={"AUTHZ_HTTP_AUTHZ_ADDRESS": ""}, args=("--config", local)
+    ) as authz, run_envoy({"authz": authz.grpc_port, "ant_media": upstream}) as envoy:
+        strict = "/StrictApp/rest/v2/broadcasts/list/0/10"
+        live = "/LiveApp/rest/v2/broadcasts/list/0/10"
+        refused = request(envoy.port, strict, {"authorization": plain})
+        assert (refused.status, refused.json()["reason"]) == (403, "insufficient_scope")
+        assert request(envoy.port, strict, {"authorization": publisher}).status == 200
+        assert request(envoy.port, live, {"authorization": plain}).status == 200
+        # `authz check` with the route's context gives the answer Envoy enforced.
+        code = main(["check", "--target", f"127.0.0.1:{authz.grpc_port}", "--token", plain,
+                     "--context", "policy=admin"])
+        assert code == 1 and "reason:   insufficient_scope" in capsys.readouterr().out
