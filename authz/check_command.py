@@ -84,7 +84,6 @@ def build_request(
     request = CheckRequest()
     attributes = request.attributes
     attributes.source.address.socket_address.address = source_ip
-    attributes.source.address.socket_address.port_value = 50000
     http = attributes.request.http
     http.id = str(uuid.uuid4())
     http.method = method.upper()

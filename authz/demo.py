@@ -331,7 +331,7 @@ async def _run(envoy_yaml: Path, port: int) -> int:
             stopping.cancel()
             try:
                 secret = starting.result()
-            except (_StartFailedError, OSError) as error:
+            except (RuntimeError, OSError) as error:  # a port taken, Envoy refusing to start
                 print(f"authz demo: cannot start: {error}", file=sys.stderr)
                 tail = demo.log_tail()
                 if tail:
