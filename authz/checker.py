@@ -7,10 +7,13 @@ exception while deciding becomes the internal_error denial.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from authz.core import decide
 from authz.decision import Decision, Reason, deny
@@ -41,7 +44,7 @@ class Checker:
         self,
         settings: Settings,
         keys: SnapshotSource,
-        refresh_unknown_kid: Callable[[float], Awaitable[None]] | None = None,
+        refresh_unknown_kid: Callable[[float], Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -49,10 +52,15 @@ class Checker:
         self._refresh = refresh_unknown_kid
         self._clock = clock
         self._cache = TokenCache(settings.token_cache_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def decide_now(self, view: RequestView) -> Decision:
         """Decide without waiting on anything (may answer unknown_kid)."""
         return decide(view, self._keys.snapshot, self._settings, self._clock(), self._cache)
+
+    def refresh_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run kid-triggered JWKS refreshes of `check_blocking` on `loop` (the key sources')."""
+        self._loop = loop
 
     async def check(self, view: RequestView) -> Decision:
         """Decide one request, refreshing the JWKS once for an unknown kid; never raises."""
@@ -65,6 +73,34 @@ class Checker:
         except Exception:
             log.exception("internal error while deciding")
             decision = deny(Reason.INTERNAL_ERROR)
+        return self._record(view, decision, started)
+
+    def check_blocking(self, view: RequestView) -> Decision:
+        """`check` for a server thread: an unknown kid waits on the refresh in `refresh_on`'s
+        loop, blocking only this thread; never raises."""
+        started = time.perf_counter()
+        try:
+            decision = self.decide_now(view)
+            loop = self._loop
+            if (
+                decision.reason is Reason.UNKNOWN_KID
+                and self._refresh is not None
+                and loop is not None
+            ):
+                refresh = asyncio.run_coroutine_threadsafe(
+                    self._refresh(UNKNOWN_KID_WAIT_SECONDS), loop
+                )
+                # refresh_unknown_kid gives up after its timeout itself; the margin only
+                # covers the hop to the loop and back.
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    refresh.result(UNKNOWN_KID_WAIT_SECONDS + 0.05)
+                decision = self.decide_now(view)
+        except Exception:
+            log.exception("internal error while deciding")
+            decision = deny(Reason.INTERNAL_ERROR)
+        return self._record(view, decision, started)
+
+    def _record(self, view: RequestView, decision: Decision, started: float) -> Decision:
         CHECKS_BY_REASON[decision.reason].inc()
         CHECK_DURATION.observe(time.perf_counter() - started)
         if log.isEnabledFor(logging.DEBUG):

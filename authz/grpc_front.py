@@ -27,6 +27,7 @@ from authz.request import RequestView
 log = logging.getLogger("authz.grpc")
 
 Check = Callable[[RequestView], Awaitable[Decision]]
+BlockingCheck = Callable[[RequestView], Decision]
 
 _SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
 _METHOD = _SERVICE.methods_by_name["Check"]
@@ -156,6 +157,22 @@ def _where(error: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
+def _internal_error(error: Exception) -> bytes:
+    log.error(
+        "check failed, answering internal_error",
+        extra={"error": type(error).__name__, "where": _where(error)},
+    )
+    return _INTERNAL_ERROR_BYTES
+
+
+def _add_check_handler(server: grpc.Server | grpc.aio.Server, behaviour: object) -> None:
+    handler = grpc.method_handlers_generic_handler(
+        _SERVICE.full_name,
+        {_METHOD.name: grpc.unary_unary_rpc_method_handler(behaviour)},
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
 def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
     """Serve `envoy.service.auth.v3.Authorization/Check` on `server`, deciding with `check`.
 
@@ -170,21 +187,41 @@ def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
         try:
             return encode_response(await check(request_view(CheckRequest.FromString(request))))
         except Exception as error:
-            log.error(
-                "check failed, answering internal_error",
-                extra={"error": type(error).__name__, "where": _where(error)},
-            )
-            return _INTERNAL_ERROR_BYTES
+            return _internal_error(error)
 
-    handler = grpc.method_handlers_generic_handler(
-        _SERVICE.full_name,
-        {_METHOD.name: grpc.unary_unary_rpc_method_handler(handle)},
-    )
-    server.add_generic_rpc_handlers((handler,))
+    _add_check_handler(server, handle)
+
+
+def add_threaded_authorization_service(server: grpc.Server, check: BlockingCheck) -> None:
+    """`add_authorization_service` for grpcio's thread-pool server and a blocking `check`."""
+
+    def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return encode_response(check(request_view(CheckRequest.FromString(request))))
+        except Exception as error:
+            return _internal_error(error)
+
+    _add_check_handler(server, handle)
 
 
 def add_health_service(server: grpc.aio.Server) -> health.aio.HealthServicer:
     """Serve `grpc.health.v1.Health` on `server`; the caller sets SERVING / NOT_SERVING."""
     servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
+class _CheckOnlyHealth(health.HealthServicer):  # type: ignore[misc]
+    # On a thread-pool server each Watch stream would hold a pool thread for as long as
+    # the client stays, so a few watchers could starve Checks. Envoy, Kubernetes and
+    # grpc-health-probe use Check; Watch answers UNIMPLEMENTED, which the health protocol
+    # allows.
+    def Watch(self, request: object, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "use Check")
+
+
+def add_threaded_health_service(server: grpc.Server) -> health.HealthServicer:
+    """Serve `grpc.health.v1.Health` Check on a thread-pool server (Watch: UNIMPLEMENTED)."""
+    servicer = _CheckOnlyHealth()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return servicer
