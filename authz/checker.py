@@ -51,7 +51,11 @@ class Checker:
         self._keys = keys
         self._refresh = refresh_unknown_kid
         self._clock = clock
-        self._cache = TokenCache(settings.token_cache_size)
+        # Claims beyond sub/iss/aud and the times are read only by required_claims and
+        # forward_claims rules; without any, cache entries need not keep them.
+        policies = (settings.default_policy, *settings.policies.values())
+        keep_claims = any(p.required_claims or p.forward_claims for p in policies)
+        self._cache = TokenCache(settings.token_cache_size, keep_claims)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def decide_now(self, view: RequestView) -> Decision:

@@ -2,46 +2,67 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import OrderedDict
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
 
 from authz.keys.snapshot import KeySnapshot
 from authz.observability import TOKEN_CACHE_HIT, TOKEN_CACHE_MISS
 from authz.verify import VerifiedToken
 
+_NO_CLAIMS: MappingProxyType[str, Any] = MappingProxyType({})
+
+
+def _key(token: str) -> bytes:
+    # A SHA-256 digest (65 bytes as an object) instead of the token text (~290 bytes for a
+    # typical HS256 token, far more for RS256): 100k entries fit the memory budget.
+    return hashlib.sha256(token.encode()).digest()
+
 
 class TokenCache:
-    """A bounded LRU map from token text to its VerifiedToken.
+    """A bounded LRU map from token to its VerifiedToken, safe to share between threads.
 
     Only tokens whose signature verified are stored, so forged or junk tokens cannot
     evict good entries. A hit is served only while the verifying key is still in the
-    current snapshot; time claims are re-checked by the caller on every use.
+    current snapshot; time claims are re-checked by the caller on every use. With
+    `keep_claims` false (no policy reads claims beyond sub/iss/aud and the times) the
+    claims mapping is not kept, which halves an entry.
     """
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, keep_claims: bool = True) -> None:
         self._max = max_entries
-        self._entries: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._keep_claims = keep_claims
+        self._entries: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, token: str, keys: KeySnapshot) -> VerifiedToken | None:
         """The cached verification of `token`, if its key is still in `keys`."""
-        verified = self._entries.get(token)
-        if verified is None:
-            TOKEN_CACHE_MISS.inc()
-            return None
-        if verified.key_id not in keys.key_ids:
-            del self._entries[token]
-            TOKEN_CACHE_MISS.inc()
-            return None
-        self._entries.move_to_end(token)
-        TOKEN_CACHE_HIT.inc()
+        key = _key(token)
+        with self._lock:
+            verified = self._entries.get(key)
+            if verified is not None:
+                if verified.key_id in keys.key_ids:
+                    self._entries.move_to_end(key)
+                else:
+                    del self._entries[key]
+                    verified = None
+        (TOKEN_CACHE_MISS if verified is None else TOKEN_CACHE_HIT).inc()
         return verified
 
     def put(self, token: str, verified: VerifiedToken) -> None:
         """Remember a verification, evicting the least recently used past the bound."""
         if self._max <= 0:
             return
-        self._entries[token] = verified
-        if len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        if not self._keep_claims:
+            verified = replace(verified, claims=_NO_CLAIMS)
+        key = _key(token)
+        with self._lock:
+            self._entries[key] = verified
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)

@@ -14,7 +14,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ class VerifiedToken:
     `aud` is a tuple of strings (empty when absent).
     """
 
-    claims: dict[str, Any]
+    claims: Mapping[str, Any]
     key_id: str
     exp: float | None
     nbf: float | None
