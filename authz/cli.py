@@ -34,10 +34,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from authz.server import run
+    from authz.workers import metrics_registry, supervise
 
     settings = _settings(args)
     setup_logging(settings.log_level)
-    return asyncio.run(run(settings))
+    if args.workers > 1:
+        return supervise(args.workers, args.config, args.ams_properties)
+    return asyncio.run(run(settings, metrics_registry()))
+
+
+def _parse_workers(text: str) -> int:
+    from authz.workers import parse_workers
+
+    return parse_workers(text)
 
 
 def _option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -209,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the ext_authz service")
     _add_settings_arguments(serve)
+    serve.add_argument(
+        "--workers",
+        type=_option(_parse_workers),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the ports (default 1; auto = one per CPU)",
+    )
     serve.set_defaults(handler=_serve)
     _add_token_parser(commands)
     _add_check_parser(commands)

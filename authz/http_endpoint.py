@@ -21,6 +21,8 @@ StartResponse = Callable[..., Any]
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # `authz serve --workers N`: every worker binds the same port (authz/workers.py).
+    allow_reuse_port = True
 
 
 class _Server6(_Server):

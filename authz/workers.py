@@ -1,0 +1,160 @@
+"""`authz serve --workers N`: N worker processes sharing the gRPC and metrics ports.
+
+Why processes: one Python process decides on one core (the GIL), and Envoy's single
+HTTP/2 connection to a process is pinned to it. Each worker is a plain `authz serve`
+(its own gRPC server, key refresher and token cache) bound with SO_REUSEPORT, so the
+kernel spreads Envoy's connections over the workers; nothing is shared at run time but
+the metric files.
+
+Metrics: the parent points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker
+starts (prometheus_client picks its storage at import), and every worker's `/metrics`
+answers with all workers' samples merged, so a scrape may land on any of them.
+
+The parent only supervises:
+- SIGTERM/SIGINT: passed to every worker, which drains (readiness off, in-flight Checks
+  finish); the parent exits 0 once all exited 0.
+- A worker that dies is restarted (its siblings keep serving meanwhile), so one crash
+  does not cost the pod its capacity; more than MAX_RESTARTS deaths within
+  RESTART_WINDOW_SECONDS is a crash loop, and the parent then stops the others and exits 1
+  so the orchestrator sees the failure and restarts the pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+log = logging.getLogger("authz.workers")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 60.0
+# A worker gets its own drain grace (authz.server.DRAIN_GRACE_SECONDS) plus this margin.
+STOP_TIMEOUT_SECONDS = 15.0
+_POLL_SECONDS = 0.2
+
+
+def parse_workers(text: str) -> int:
+    """`N` (1 or more) or `auto` (the CPUs this process may run on)."""
+    if text.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"--workers must be a number or auto, got {text!r}") from None
+    if count < 1:
+        raise ValueError(f"--workers must be at least 1, got {count}")
+    return count
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry `/metrics` serves: all workers' samples merged when running as a worker."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+class _Supervisor:
+    def __init__(self, count: int, worker_argv: list[str], env: dict[str, str]) -> None:
+        self._count = count
+        self._argv = worker_argv
+        self._env = env
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._deaths: list[float] = []
+        self._stopping = False
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # stdout/stderr are inherited: the workers' JSON log lines go where the parent's go.
+        return subprocess.Popen(self._argv, env=self._env)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        for worker in self._workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        self._workers = [self._spawn() for _ in range(self._count)]
+        log.info("workers started", extra={"workers": [w.pid for w in self._workers]})
+        while not self._stopping:
+            for index, worker in enumerate(self._workers):
+                code = worker.poll()
+                if code is None or self._stopping:
+                    continue
+                now = time.monotonic()
+                self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_SECONDS]
+                self._deaths.append(now)
+                if len(self._deaths) > MAX_RESTARTS:
+                    log.error(
+                        "workers keep dying: stopping",
+                        extra={"pid": worker.pid, "exit_code": code},
+                    )
+                    self._on_signal(signal.SIGTERM, None)
+                    self._wait_all()
+                    return 1
+                self._workers[index] = self._spawn()
+                log.warning(
+                    "worker died: restarted",
+                    extra={"pid": worker.pid, "exit_code": code,
+                           "new_pid": self._workers[index].pid},
+                )
+            time.sleep(_POLL_SECONDS)
+        return 0 if self._wait_all() else 1
+
+    def _wait_all(self) -> bool:
+        clean = True
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for worker in self._workers:
+            try:
+                code = worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                code = worker.wait()
+            # Killed by the signal passed on: a worker still starting, before its handlers.
+            clean = clean and code in (0, -signal.SIGTERM, -signal.SIGINT)
+        log.info("workers stopped", extra={"clean": clean})
+        return clean
+
+
+def supervise(count: int, config: str | None, ams_properties: str | None) -> int:
+    """Run `count` workers of `authz serve --workers 1` with these settings files.
+
+    Returns the exit code: 0 after a clean SIGTERM drain, 1 after a crash loop.
+    """
+    serve_args: list[str] = []
+    if config is not None:
+        serve_args += ["--config", config]
+    if ams_properties is not None:
+        serve_args += ["--ams-properties", ams_properties]
+    env = dict(os.environ)
+    own_dir = not env.get(MULTIPROC_ENV)
+    directory = Path(env[MULTIPROC_ENV]) if not own_dir else Path(
+        tempfile.mkdtemp(prefix="authz-metrics-")
+    )
+    if not own_dir:
+        # Files of an earlier run would be summed into this one's counters.
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    env[MULTIPROC_ENV] = str(directory)
+    argv = [sys.executable, "-m", "authz.cli", "serve", *serve_args, "--workers", "1"]
+    try:
+        return _Supervisor(count, argv, env).run()
+    finally:
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""`authz serve --workers 2`: two real worker processes on one port, merged metrics, drain."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from authz.grpc_front import CHECK_METHOD_PATH
+from authz.mint import mint_hmac
+from authz.workers import parse_workers
+from tests.harness import SECRET, Authz, request, run_authz, wait_until
+
+CONNECTIONS = 24
+CHECKS_PER_CONNECTION = 5
+
+
+def _check_request(authorization: str) -> bytes:
+    message = CheckRequest()
+    http = message.attributes.request.http
+    http.method, http.path = "GET", "/LiveApp/rest/v2/version"
+    http.headers["authorization"] = authorization
+    message.attributes.source.address.socket_address.address = "127.0.0.1"
+    return message.SerializeToString()
+
+
+def _worker_pids(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def _checks_in(files: list[str]) -> float:
+    """authz_checks_total summed over the given metric files."""
+    total = 0.0
+    for metric in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+        if metric.name == "authz_checks":
+            total += sum(s.value for s in metric.samples if s.name == "authz_checks_total")
+    return total
+
+
+def _scraped_checks(authz: Authz, decision: str) -> float:
+    text = authz.metrics()
+    return sum(
+        float(value)
+        for value in re.findall(
+            rf'^authz_checks_total\{{decision="{decision}",reason="[a-z_]+"\}} (\S+)$',
+            text,
+            re.MULTILINE,
+        )
+    )
+
+
+def _both_listening(authz: Authz, metrics_dir: Path) -> bool:
+    pids = _worker_pids(authz.process.pid)
+    # Each worker writes its build-info gauge right before it binds its ports.
+    started = all(list(metrics_dir.glob(f"*_{pid}.db")) for pid in pids)
+    return len(pids) == 2 and started and request(authz.http_port, "/readyz").status == 200
+
+
+def test_parse_workers() -> None:
+    assert parse_workers("3") == 3
+    assert parse_workers("auto") >= 1
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(ValueError):
+            parse_workers(bad)
+
+
+def test_two_workers_share_the_port_merge_metrics_and_drain(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    good = mint_hmac({"sub": "worker-test", "exp": time.time() + 600}, SECRET.encode())
+    with run_authz(
+        {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, args=("--workers", "2")
+    ) as authz:
+        wait_until(lambda: _both_listening(authz, metrics_dir), what="both workers listening")
+        time.sleep(0.5)  # the gRPC port binds just after the metrics file appears
+        workers = _worker_pids(authz.process.pid)
+        target = f"127.0.0.1:{authz.grpc_port}"
+        allowed = denied = 0
+        for _ in range(CONNECTIONS):
+            # A channel of its own per round: a new TCP connection the kernel may hand to
+            # either worker.
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(target, options=options) as channel:
+                call = channel.unary_unary(CHECK_METHOD_PATH)
+                for index in range(CHECKS_PER_CONNECTION):
+                    token = good if index else "not-a-token"
+                    answer = CheckResponse.FromString(call(_check_request(token), timeout=5))
+                    if answer.status.code == 0:
+                        allowed += 1
+                    else:
+                        denied += 1
+        assert (allowed, denied) == (CONNECTIONS * 4, CONNECTIONS)
+
+        per_worker = [
+            _checks_in([str(f) for f in metrics_dir.glob(f"counter_{pid}.db")])
+            for pid in workers
+        ]
+        assert all(count > 0 for count in per_worker), per_worker
+        assert sum(per_worker) == allowed + denied
+        # Whichever worker answers the scrape, it reports both workers' Checks.
+        for _ in range(4):
+            assert _scraped_checks(authz, "allow") == allowed
+            assert _scraped_checks(authz, "deny") == denied
+
+        assert authz.stop(signal.SIGTERM) == 0
+        # The parent waited for its workers, so none is left behind.
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_dead_worker_is_restarted() -> None:
+    with run_authz(args=("--workers", "2")) as authz:
+        wait_until(lambda: len(_worker_pids(authz.process.pid)) == 2, what="two workers")
+        victim = _worker_pids(authz.process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(pids := _worker_pids(authz.process.pid)) == 2 and victim not in pids,
+            what="a replacement worker",
+        )
+        time.sleep(1.0)  # let the replacement start serving before the drain
+        assert authz.stop(signal.SIGTERM) == 0
+        assert "worker died: restarted" in authz.logs()
