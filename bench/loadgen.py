@@ -1,0 +1,54 @@
+"""A gRPC load generator for requests that differ per call (never-seen tokens).
+
+h2load repeats one request body; a cache-miss benchmark needs a new token per Check, so
+this client sends a list of serialized CheckRequests, each once, with a fixed number of
+calls in flight on one HTTP/2 connection (as Envoy does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from authz.grpc_front import CHECK_METHOD_PATH
+from bench.measure import Load, percentile
+
+
+async def _drive(port: int, payloads: Sequence[bytes], in_flight: int) -> tuple[Load, int]:
+    latencies: list[float] = []
+    allowed = failed = 0
+    position = 0
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(CHECK_METHOD_PATH)
+
+        async def caller() -> None:
+            nonlocal allowed, failed, position
+            while position < len(payloads):
+                payload = payloads[position]
+                position += 1
+                started = time.perf_counter()
+                try:
+                    raw = await call(payload, timeout=10)
+                except grpc.RpcError:
+                    failed += 1
+                    continue
+                latencies.append((time.perf_counter() - started) * 1000)
+                if CheckResponse.FromString(raw).status.code == 0:
+                    allowed += 1
+
+        await channel.channel_ready()
+        began = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(in_flight)))
+        elapsed = time.perf_counter() - began
+    load = Load(len(latencies), elapsed, percentile(latencies, 0.5),
+                percentile(latencies, 0.99), failed)
+    return load, allowed
+
+
+def send_each(port: int, payloads: Sequence[bytes], in_flight: int = 32) -> tuple[Load, int]:
+    """Send every payload once; the load figures and how many Checks were allowed."""
+    return asyncio.run(_drive(port, payloads, in_flight))

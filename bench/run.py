@@ -1,0 +1,491 @@
+"""authz against Envoy's native jwt_authn, through Envoy and direct, in interleaved rounds.
+
+Run: .venv/bin/python -m bench [--rounds 3] [--seconds 8] [--quick]
+(tools: bash bench/install-tools.sh). Prints a table and the goals of issue #4, and writes
+everything to bench/results/<time>.json. It refuses to report when any authorizing target
+lets a bad token through.
+
+Through Envoy (wrk, 1 thread, 32 connections, HTTP/1.1): the project's envoy.yaml with no
+auth, with native jwt_authn (HS256 and RS256, the same keys), and with authz (1 and 2
+workers); one connection for the unloaded latency. Direct gRPC (h2load, 1 connection, 32
+streams, the CheckRequest bytes a real Envoy sent): authz and a transport-floor server that
+answers fixed bytes on the same grpcio server flavour. Never-seen tokens: a Python client
+sends a new token per Check (HS256 and RS256), also to the floor for the like-for-like
+difference. CPU per request is read from /proc for the server processes only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from authz.envoy_config import envoy_command
+from authz.grpc_front import CHECK_METHOD_PATH
+from authz.mint import mint_hmac
+from bench import configs
+from bench.capture import capture_check_request
+from bench.loadgen import send_each
+from bench.measure import Load, cpu_seconds, h2load, median, rss_mb, wrk
+from tests.harness import SECRET, Authz, free_port, request, run_authz, run_envoy, wait_until
+from tests.jwks_server import JWKSServer, b64u, jwk, jwks, rsa_key, sign
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+REST = "/LiveApp/rest/v2/broadcasts/list/0/10"
+KID = "bench"
+
+
+class BadTokenAllowed(SystemExit):
+    """A target allowed a token it must refuse: no figures are reported."""
+
+
+@dataclass
+class Sample:
+    """One measured run of one scenario."""
+
+    scenario: str
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    failed: int
+    cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _family(pid: int) -> list[int]:
+    return [pid, *_children(pid)]
+
+
+@dataclass
+class Tokens:
+    hs256: str
+    rs256: str
+    bad: str
+    rsa_jwk: dict[str, Any]
+    hs_jwk: dict[str, Any]
+
+
+def _tamper(token: str) -> str:
+    # Flip one character in the middle of the signature: still well-formed, wrong signature.
+    head, _, signature = token.rpartition(".")
+    middle = len(signature) // 2
+    flipped = "A" if signature[middle] != "A" else "B"
+    return f"{head}.{signature[:middle]}{flipped}{signature[middle + 1:]}"
+
+
+def _tokens() -> Tokens:
+    now = int(time.time())
+    claims = {"sub": "bench-user", "iat": now, "exp": now + 6 * 3600}
+    key = rsa_key(KID)
+    return Tokens(
+        hs256=mint_hmac(claims, SECRET.encode()),
+        rs256=sign("RS256", key, claims, kid=KID),
+        bad=_tamper(mint_hmac(claims, SECRET.encode())),
+        rsa_jwk=jwk(key, KID, alg="RS256", use="sig"),
+        hs_jwk={"kty": "oct", "k": b64u(SECRET.encode()), "alg": "HS256"},
+    )
+
+
+def _distinct(kind: str, count: int, salt: str) -> list[str]:
+    now = int(time.time())
+    key = rsa_key(KID)
+    out = []
+    for index in range(count):
+        claims = {"sub": f"user-{salt}-{index:07d}", "iat": now, "exp": now + 6 * 3600}
+        if kind == "hs256":
+            out.append(mint_hmac(claims, SECRET.encode()))
+        else:
+            out.append(sign("RS256", key, claims, kid=KID))
+    return out
+
+
+class Payloads:
+    """CheckRequests shaped exactly like the one Envoy sent, with the token swapped."""
+
+    def __init__(self, template: bytes) -> None:
+        self._template = CheckRequest.FromString(template)
+
+    def for_token(self, token: str | None) -> bytes:
+        message = CheckRequest()
+        message.CopyFrom(self._template)
+        headers = message.attributes.request.http.headers
+        if token is None:
+            del headers["authorization"]
+        else:
+            headers["authorization"] = f"Bearer {token}"
+        return message.SerializeToString()
+
+
+def _direct_allowed(port: int, payload: bytes) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        raw = channel.unary_unary(CHECK_METHOD_PATH)(payload, timeout=5)
+    return CheckResponse.FromString(raw).status.code == 0
+
+
+def _gate_direct(name: str, port: int, payloads: Payloads, tokens: Tokens) -> None:
+    for good in (tokens.hs256, tokens.rs256):
+        if not _direct_allowed(port, payloads.for_token(good)):
+            raise SystemExit(f"bench: {name} refused a valid token; fix the setup first")
+    for bad in (tokens.bad, None):
+        if _direct_allowed(port, payloads.for_token(bad)):
+            raise BadTokenAllowed(f"bench: {name} ALLOWED A BAD TOKEN: refusing to report")
+
+
+def _gate_envoy(name: str, port: int, good: str, bad: str) -> None:
+    if request(port, REST, {"Authorization": f"Bearer {good}"}).status != 200:
+        raise SystemExit(f"bench: {name} refused a valid token; fix the setup first")
+    for headers in ({"Authorization": f"Bearer {bad}"}, {}):
+        if request(port, REST, headers).status == 200:
+            raise BadTokenAllowed(f"bench: {name} ALLOWED A BAD TOKEN: refusing to report")
+
+
+@contextlib.contextmanager
+def _process(command: list[str], ready: Callable[[], bool], what: str) -> Iterator[int]:
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=BENCH_DIR.parent)
+        try:
+            wait_until(lambda: process.poll() is None and ready(), timeout=30, what=what)
+            yield process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _grpc_up(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=0.5)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _floor(flavour: str) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    command = [sys.executable, "-m", "bench.floor", "--port", str(port), "--flavour", flavour]
+    with _process(command, lambda: _grpc_up(port), f"floor ({flavour})") as pid:
+        yield port, pid
+
+
+@contextlib.contextmanager
+def _upstream() -> Iterator[int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = configs.write(configs.upstream_config(port), Path(tmp) / "upstream.yaml")
+        with _process(envoy_command(path, "error"),
+                      lambda: request(port, "/").status == 200, "upstream Envoy"):
+            yield port
+
+
+@contextlib.contextmanager
+def _envoy_on(config: dict[str, Any], clusters: dict[str, int],
+              healthy: str | None) -> Iterator[Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = configs.write(config, Path(tmp) / "variant.yaml")
+        with run_envoy(clusters, source=source, wait_cluster_healthy=healthy) as envoy:
+            yield envoy
+
+
+def _measure(pids: dict[str, Callable[[], list[int]]], run: Callable[[], Load],
+             scenario: str, round_no: int) -> Sample:
+    groups = {name: get() for name, get in pids.items()}
+    before = {name: cpu_seconds(p) for name, p in groups.items()}
+    load = run()
+    after = {name: cpu_seconds(p) for name, p in groups.items()}
+    per_req = {
+        name: (after[name] - before[name]) * 1000 / load.requests if load.requests else 0.0
+        for name in groups
+    }
+    return Sample(scenario, round_no, load.rps, load.p50_ms, load.p99_ms, load.failed, per_req)
+
+
+def _summary(samples: list[Sample]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(s.scenario for s in samples):
+        runs = [s for s in samples if s.scenario == name]
+        cpu_names = dict.fromkeys(k for s in runs for k in s.cpu_ms_per_req)
+        out[name] = {
+            "rps": median([s.rps for s in runs]),
+            "p50_ms": median([s.p50_ms for s in runs]),
+            "p99_ms": median([s.p99_ms for s in runs]),
+            "failed": sum(s.failed for s in runs),
+            "cpu_ms_per_req": {
+                k: median([s.cpu_ms_per_req[k] for s in runs if k in s.cpu_ms_per_req])
+                for k in cpu_names
+            },
+            "runs": len(runs),
+        }
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor())
+    envoy = subprocess.run([*envoy_command(Path("/dev/null"))[:1], "--version"],
+                           capture_output=True, text=True).stdout.strip().split()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "envoy": envoy[-1] if envoy else "?",
+    }
+
+
+def _memory_run(tokens_count: int, payloads: Payloads, env: dict[str, str]) -> dict[str, Any]:
+    """RSS of a fresh authz before and after `tokens_count` distinct valid tokens."""
+    with run_authz(env) as authz:
+        started = rss_mb(authz.process.pid)
+        distinct = _distinct("hs256", tokens_count, "mem")
+        load, allowed = send_each(authz.grpc_port,
+                                  [payloads.for_token(t) for t in distinct])
+        if allowed != tokens_count:
+            raise SystemExit(f"bench: memory run: {tokens_count - allowed} valid tokens refused")
+        filled = rss_mb(authz.process.pid)
+        # A second pass over the same tokens: all hits, RSS must stay flat.
+        send_each(authz.grpc_port, [payloads.for_token(t) for t in distinct[:20000]])
+        after_hits = rss_mb(authz.process.pid)
+        metrics = authz.metrics()
+    lookups = {
+        result: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        for result in ("hit", "miss")
+        if line.startswith(f'authz_token_cache_lookups_total{{result="{result}"}}')
+    }
+    return {"tokens": tokens_count, "rss_start_mb": started, "rss_filled_mb": filled,
+            "rss_after_hits_mb": after_hits, "cache_lookups": lookups,
+            "checks_per_s": load.rps}
+
+
+def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) -> dict[str, Any]:
+    """Run every scenario `rounds` times interleaved; the report (also written as JSON)."""
+    for tool in ("wrk", "h2load"):
+        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+            raise SystemExit(f"bench: {tool} not found: run bash bench/install-tools.sh")
+    tokens = _tokens()
+    print("capturing a CheckRequest from Envoy ...", flush=True)
+    payloads = Payloads(capture_check_request(f"Bearer {tokens.hs256}", REST))
+    hs_payload = payloads.for_token(tokens.hs256)
+    rs_payload = payloads.for_token(tokens.rs256)
+    print(f"minting {2 * rounds * distinct_count} never-seen tokens ...", flush=True)
+    fresh = {
+        kind: [_distinct(kind, distinct_count, f"{kind}{r}") for r in range(rounds)]
+        for kind in ("hs256", "rs256")
+    }
+    samples: list[Sample] = []
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(JWKSServer(jwks(tokens.rsa_jwk)))
+        env = {"AUTHZ_JWKS_URL": server.url, "AUTHZ_LOG_LEVEL": "warning"}
+        upstream = stack.enter_context(_upstream())
+        authz1: Authz = stack.enter_context(run_authz(env))
+        authz2: Authz = stack.enter_context(run_authz(env, args=("--workers", "2")))
+        floor_port, floor_pid = stack.enter_context(_floor("threads"))
+        aio_port, aio_pid = stack.enter_context(_floor("aio"))
+        envoys = {
+            "noauth": stack.enter_context(
+                _envoy_on(configs.noauth_config(), {"ant_media": upstream}, None)),
+            "native-hs256": stack.enter_context(_envoy_on(
+                configs.native_config(tokens.hs_jwk), {"ant_media": upstream}, None)),
+            "native-rs256": stack.enter_context(_envoy_on(
+                configs.native_config(tokens.rsa_jwk), {"ant_media": upstream}, None)),
+            "authz-1w": stack.enter_context(run_envoy(
+                {"authz": authz1.grpc_port, "ant_media": upstream})),
+            "authz-2w": stack.enter_context(run_envoy(
+                {"authz": authz2.grpc_port, "ant_media": upstream})),
+        }
+        _gate_direct("authz (1 worker)", authz1.grpc_port, payloads, tokens)
+        _gate_direct("authz (2 workers)", authz2.grpc_port, payloads, tokens)
+        _gate_envoy("native-hs256", envoys["native-hs256"].port, tokens.hs256, tokens.bad)
+        _gate_envoy("native-rs256", envoys["native-rs256"].port, tokens.rs256,
+                    _tamper(tokens.rs256))
+        for name in ("authz-1w", "authz-2w"):
+            _gate_envoy(name, envoys[name].port, tokens.hs256, tokens.bad)
+        good_for = {"native-rs256": tokens.rs256}
+        authz_pids: dict[str, Callable[[], list[int]]] = {
+            "authz-1w": lambda: [authz1.process.pid],
+            "authz-2w": lambda: _family(authz2.process.pid),
+        }
+
+        for round_no in range(1, rounds + 1):
+            print(f"round {round_no}/{rounds}", flush=True)
+            for name, envoy in envoys.items():
+                headers = {} if name == "noauth" else {
+                    "Authorization": f"Bearer {good_for.get(name, tokens.hs256)}"}
+                pids: dict[str, Callable[[], list[int]]] = {
+                    "envoy": lambda e=envoy: [e.process.pid]}
+                if name in authz_pids:
+                    pids["authz"] = authz_pids[name]
+                samples.append(_measure(
+                    pids, lambda p=envoy.port, h=headers: wrk(p, REST, h, seconds),
+                    f"envoy/{name}", round_no))
+            for name in ("native-hs256", "authz-1w"):
+                envoy = envoys[name]
+                samples.append(_measure(
+                    {"envoy": lambda e=envoy: [e.process.pid]},
+                    lambda p=envoy.port: wrk(p, REST, {"Authorization": f"Bearer {tokens.hs256}"},
+                                             max(1.0, seconds / 2), connections=1),
+                    f"envoy-unloaded/{name}", round_no))
+            direct = [
+                ("floor-threads", floor_pid, floor_port, hs_payload),
+                ("floor-aio", aio_pid, aio_port, hs_payload),
+                ("authz-hs256", authz1.process.pid, authz1.grpc_port, hs_payload),
+                ("authz-rs256", authz1.process.pid, authz1.grpc_port, rs_payload),
+            ]
+            for name, pid, port, payload in direct:
+                samples.append(_measure(
+                    {"server": lambda p=pid: [p]},
+                    lambda port=port, payload=payload: h2load(port, CHECK_METHOD_PATH, payload,
+                                                              seconds),
+                    f"direct/{name}", round_no))
+            for name, pid, port, payload in direct[:1] + direct[2:3]:
+                samples.append(_measure(
+                    {"server": lambda p=pid: [p]},
+                    lambda port=port, payload=payload: h2load(
+                        port, CHECK_METHOD_PATH, payload, max(1.0, seconds / 2), streams=1),
+                    f"direct-unloaded/{name}", round_no))
+            for kind in ("hs256", "rs256"):
+                batch = [payloads.for_token(t) for t in fresh[kind][round_no - 1]]
+                for name, pid, port in (("floor-threads", floor_pid, floor_port),
+                                        ("authz", authz1.process.pid, authz1.grpc_port)):
+                    allowed: list[int] = []
+
+                    def drive(port: int = port, batch: list[bytes] = batch,
+                              allowed: list[int] = allowed) -> Load:
+                        load, count = send_each(port, batch)
+                        allowed.append(count)
+                        return load
+
+                    samples.append(_measure({"server": lambda p=pid: [p]}, drive,
+                                            f"distinct-{kind}/{name}", round_no))
+                    if allowed[0] != len(batch):
+                        raise SystemExit(f"bench: {name} refused {len(batch) - allowed[0]} "
+                                         f"valid {kind} tokens")
+        # Once more after the load: a bad token must still be refused.
+        _gate_direct("authz (1 worker)", authz1.grpc_port, payloads, tokens)
+        _gate_envoy("authz-2w", envoys["authz-2w"].port, tokens.hs256, tokens.bad)
+        memory = _memory_run(memory_tokens, payloads, env) if memory_tokens else {}
+    return _report(samples, memory, rounds, seconds, distinct_count)
+
+
+def _goals(summary: dict[str, dict[str, Any]], memory: dict[str, Any]) -> list[dict[str, Any]]:
+    def cpu(scenario: str, who: str = "server") -> float:
+        value: float = summary[scenario]["cpu_ms_per_req"][who]
+        return value
+
+    floor = cpu("direct/floor-threads")
+    native = summary["envoy/native-hs256"]["rps"]
+    goals = [
+        {"goal": "direct CPU per Check, repeated valid token <= 1.25x floor",
+         "value": round(cpu("direct/authz-hs256") / floor, 2), "target": 1.25,
+         "detail": f"authz {cpu('direct/authz-hs256'):.3f} ms vs floor {floor:.3f} ms"},
+        {"goal": "never-seen RS256 token <= floor + 0.15 ms CPU",
+         "value": round(cpu("distinct-rs256/authz") - cpu("distinct-rs256/floor-threads"), 3),
+         "target": 0.15,
+         "detail": f"authz {cpu('distinct-rs256/authz'):.3f} ms vs floor "
+                   f"{cpu('distinct-rs256/floor-threads'):.3f} ms (same client)"},
+    ]
+    for name in ("authz-1w", "authz-2w"):
+        ratio = summary[f"envoy/{name}"]["rps"] / native
+        goals.append({"goal": f"through Envoy ({name}) >= 0.20x native HS256 req/s",
+                      "value": round(ratio, 3), "target": 0.20, "higher_is_better": True,
+                      "detail": f"{summary[f'envoy/{name}']['rps']:.0f} vs {native:.0f} req/s"})
+    goals.append({"goal": "unloaded p50 through Envoy <= 0.5 ms",
+                  "value": round(summary["envoy-unloaded/authz-1w"]["p50_ms"], 3),
+                  "target": 0.5,
+                  "detail": f"native {summary['envoy-unloaded/native-hs256']['p50_ms']:.3f} ms"})
+    if memory:
+        goals.append({"goal": f"RSS after {memory['tokens']} distinct tokens <= 150 MB",
+                      "value": round(memory["rss_filled_mb"], 1), "target": 150,
+                      "detail": f"start {memory['rss_start_mb']:.1f} MB, after 20k hits "
+                                f"{memory['rss_after_hits_mb']:.1f} MB"})
+    for goal in goals:
+        better_high = goal.pop("higher_is_better", False)
+        goal["met"] = goal["value"] >= goal["target"] if better_high else \
+            goal["value"] <= goal["target"]
+    return goals
+
+
+def _report(samples: list[Sample], memory: dict[str, Any], rounds: int, seconds: float,
+            distinct_count: int) -> dict[str, Any]:
+    summary = _summary(samples)
+    native = summary["envoy/native-hs256"]["rps"]
+    print(f"\n{'scenario':34} {'req/s':>8} {'x native':>8} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'fail':>5}  CPU ms/req")
+    for name, row in summary.items():
+        ratio = f"{row['rps'] / native:.3f}" if name.startswith("envoy/") else ""
+        cpu_text = " ".join(f"{k}={v:.3f}" for k, v in row["cpu_ms_per_req"].items())
+        print(f"{name:34} {row['rps']:8.0f} {ratio:>8} {row['p50_ms']:7.3f} "
+              f"{row['p99_ms']:7.2f} {row['failed']:5d}  {cpu_text}")
+    goals = _goals(summary, memory)
+    print("\ngoals (issue #4):")
+    for goal in goals:
+        mark = "met" if goal["met"] else "NOT MET"
+        print(f"  [{mark:7}] {goal['goal']}: {goal['value']} ({goal['detail']})")
+    if memory:
+        print(f"\nmemory: {memory}")
+    report = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "machine": _machine(),
+        "rounds": rounds, "seconds": seconds, "distinct_tokens_per_run": distinct_count,
+        "summary": summary, "goals": goals, "memory": memory,
+        "samples": [asdict(s) for s in samples],
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {path}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench`: run, print, write the JSON; exit 1 if a bad token was allowed."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each load run")
+    parser.add_argument("--distinct", type=int, default=4000,
+                        help="never-seen tokens per distinct-token run")
+    parser.add_argument("--memory-tokens", type=int, default=100_000,
+                        help="distinct tokens for the RSS check (0: skip)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one short round, small token counts (a smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.distinct, args.memory_tokens = 1, 1, 200, 2000
+    try:
+        run(args.rounds, args.seconds, args.distinct, args.memory_tokens)
+    except BadTokenAllowed as refused:
+        print(refused, file=sys.stderr)
+        return 1
+    return 0
