@@ -201,8 +201,8 @@ class HttpFront:
             address=host,
             port=port,
             interface=Interfaces.RSGI,
-            # HTTP/1.1 measured faster than h2c through Envoy (bench/http/README.md).
-            http=HTTPModes.http1,
+            # HTTP/1.1 or h2c (prior knowledge), whichever the Envoy cluster speaks.
+            http=HTTPModes.auto,
             websockets=False,
             backlog=_BACKLOG,
             http1_settings=HTTP1Settings(

@@ -1,0 +1,1 @@
+"""Benchmarks of Envoy's HTTP ext_authz mode (http_service): authz, do-nothing floors, native."""

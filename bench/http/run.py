@@ -1,0 +1,341 @@
+"""Throughput through the real Envoy: authz's HTTP door, HTTP do-nothing floors, native jwt_authn.
+
+Each target runs behind one Envoy (1 worker) whose checked routes answer with a
+direct_response, so only authorization is measured; `wrk -t1 -c32 -d6s` with one repeated
+valid HS256 token, after a 2 s warm-up, median of `--runs` runs. Every run must be all 200s.
+All targets run at once and their runs are interleaved, so background load hits all alike.
+
+Targets:
+  native            Envoy's jwt_authn HS256 (bench/http/envoy-native-jwt.yaml)
+  authz-http        authz serve, Envoy on envoy-http.yaml (http_service)
+  authz-http-h2     the same with the authz cluster over h2c
+  authz-grpc        authz serve, Envoy on envoy.yaml (grpc_service), for reference
+  floor-SERVER      envoy-http.yaml against bench/http/floor.py --server SERVER
+  floor-SERVER-h2   the same over h2c (granian only)
+  floor-...-rt      granian with its (experimental) Rust task implementation
+
+Run: python -m bench.http.run [--runs 3] [--duration 6] [TARGET ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.envoy_config import PROJECT_ROOT, envoy_command, render_envoy_config
+from authz.mint import mint_hmac
+from bench.http.floor import SERVERS
+
+HERE = Path(__file__).resolve().parent
+NATIVE_YAML = HERE / "envoy-native-jwt.yaml"
+ENVOY_GRPC_YAML = PROJECT_ROOT / "envoy.yaml"
+ENVOY_HTTP_YAML = PROJECT_ROOT / "envoy-http.yaml"
+BENCH_SECRET = "bench-secret-0123456789abcdefghijklmnop"
+PATH = "/LiveApp/rest/v2/broadcasts/list/0/10"
+DEFAULT_TARGETS = ("native", "authz-http", "floor-granian-rsgi")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            if predicate():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+@contextlib.contextmanager
+def _process(command: list[str], env: dict[str, str] | None = None) -> Iterator[int]:
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT
+    )
+    try:
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def bench_config(source: Path, authz_port: int, h2: bool = False) -> dict[str, Any]:
+    """`source` rendered for the bench: checked routes answer directly, no access log,
+    no health checks, the authz cluster on `authz_port` (over h2c when `h2`)."""
+    config = render_envoy_config(source, 0, 0, {"authz": authz_port})
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    manager["typed_config"].pop("access_log", None)
+    for host in manager["typed_config"]["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            if "route" in route:
+                del route["route"]
+                route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
+    for cluster in config["static_resources"]["clusters"]:
+        cluster.pop("health_checks", None)
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"].pop("health_check_config", None)
+        if h2 and cluster["name"] == "authz":
+            options = cluster["typed_extension_protocol_options"][
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+            ]
+            options["explicit_http_config"] = {"http2_protocol_options": {}}
+    return config
+
+
+@contextlib.contextmanager
+def _envoy(config: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    port, admin = _free_port(), _free_port()
+    config["admin"]["address"]["socket_address"]["port_value"] = admin
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "envoy.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with _process(envoy_command(path, "error")) as pid:
+            _wait(lambda: _status(f"http://127.0.0.1:{admin}/ready") == 200, "envoy ready")
+            yield port, pid
+
+
+@contextlib.contextmanager
+def _authz(http_door: bool) -> Iterator[tuple[int, int]]:
+    grpc, probes, door = _free_port(), _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
+    env.update(
+        AUTHZ_GRPC_ADDRESS=f"127.0.0.1:{grpc}",
+        AUTHZ_HTTP_ADDRESS=f"127.0.0.1:{probes}",
+        AUTHZ_HS256_SECRET=BENCH_SECRET,
+        AUTHZ_LOG_LEVEL="warning",
+    )
+    if http_door:
+        env["AUTHZ_HTTP_AUTHZ_ADDRESS"] = f"127.0.0.1:{door}"
+    with _process([sys.executable, "-m", "authz.cli", "serve"], env) as pid:
+        _wait(lambda: _status(f"http://127.0.0.1:{probes}/readyz") == 200, "authz ready")
+        yield (door if http_door else grpc), pid
+
+
+@contextlib.contextmanager
+def _floor(server: str, h2: bool, rust_tasks: bool) -> Iterator[tuple[int, int]]:
+    port = _free_port()
+    command = [sys.executable, "-m", "bench.http.floor", "--server", server, "--port", str(port)]
+    command += ["--h2"] * h2 + ["--rust-tasks"] * rust_tasks
+    with _process(command) as pid:
+        _wait(lambda: _accepts(port), f"floor {server}")
+        yield port, pid
+
+
+@dataclass
+class Gateway:
+    """Envoy's listen port, Envoy's pid and the authorization server's (None for native)."""
+
+    port: int
+    envoy_pid: int
+    server_pid: int | None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds `pid` used so far (all threads); 0 for None."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def gateway(target: str) -> Iterator[Gateway]:
+    """`target`'s Envoy, with everything behind it running."""
+    if target == "native":
+        config = render_envoy_config(NATIVE_YAML, 0, 0, {})
+        with _envoy(config) as (port, envoy):
+            yield Gateway(port, envoy, None)
+    elif target in ("authz-http", "authz-http-h2", "authz-grpc"):
+        http = target != "authz-grpc"
+        with (
+            _authz(http) as (authz_port, server),
+            _envoy(
+                bench_config(
+                    ENVOY_HTTP_YAML if http else ENVOY_GRPC_YAML, authz_port, target.endswith("-h2")
+                )
+            ) as (port, envoy),
+        ):
+            yield Gateway(port, envoy, server)
+    elif target.startswith("floor-"):
+        rust_tasks = target.endswith("-rt")
+        name = target.removeprefix("floor-").removesuffix("-rt").removesuffix("-h2")
+        h2 = target.removesuffix("-rt").endswith("-h2")
+        if name not in SERVERS:
+            raise SystemExit(f"unknown floor server {name!r}: one of {', '.join(SERVERS)}")
+        with (
+            _floor(name, h2, rust_tasks) as (floor_port, pid),
+            _envoy(bench_config(ENVOY_HTTP_YAML, floor_port, h2)) as (port, envoy),
+        ):
+            yield Gateway(port, envoy, pid)
+    else:
+        raise SystemExit(f"unknown target {target!r}")
+
+
+@dataclass
+class Run:
+    """One wrk run; CPU per request of Envoy and of the authorization server, in µs.
+
+    The CPU figures hold up on a busy machine where req/s does not: they say what each
+    request costs, not how much CPU was left to spend."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    envoy_us: float = 0.0
+    server_us: float = 0.0
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _latency_ms(text: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+
+def wrk(port: int, token: str, seconds: int, connections: int = 32) -> Run:
+    """One `wrk -t1 -c<connections>` run against the checked path with `token`."""
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = result.stdout
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: .*", text)
+    if rps is None:
+        raise RuntimeError(f"wrk output not understood:\n{text}{result.stderr}")
+    if errors:
+        raise RuntimeError(f"wrk saw socket errors: {errors.group(0)}")
+    return Run(
+        float(rps.group(1)),
+        _latency_ms(text, "50"),
+        _latency_ms(text, "99"),
+        int(non_2xx.group(1)) if non_2xx else 0,
+    )
+
+
+def _measured(gate: Gateway, token: str, seconds: int) -> Run:
+    envoy_before, server_before = cpu_seconds(gate.envoy_pid), cpu_seconds(gate.server_pid)
+    run = wrk(gate.port, token, seconds)
+    served = run.rps * seconds
+    run.envoy_us = (cpu_seconds(gate.envoy_pid) - envoy_before) / served * 1e6
+    run.server_us = (cpu_seconds(gate.server_pid) - server_before) / served * 1e6
+    return run
+
+
+def measure(targets: list[str], runs: int, seconds: int, token: str) -> dict[str, list[Run]]:
+    """`runs` wrk runs per target, all gateways up at once and runs interleaved (round robin),
+    so noise from anything else on the machine falls on every target alike."""
+    results: dict[str, list[Run]] = {target: [] for target in targets}
+    with contextlib.ExitStack() as stack:
+        gates = {target: stack.enter_context(gateway(target)) for target in targets}
+        for target, gate in gates.items():
+            url = f"http://127.0.0.1:{gate.port}{PATH}"
+            assert _status(url, {"Authorization": f"Bearer {token}"}) == 200, target
+            assert _status(url) == (200 if target.startswith("floor") else 401), target
+            wrk(gate.port, token, 2)
+        for _ in range(runs):
+            for target, gate in gates.items():
+                results[target].append(_measured(gate, token, seconds))
+    for target, runs_of_target in results.items():
+        if any(run.non_2xx for run in runs_of_target):
+            raise RuntimeError(f"{target}: non-2xx answers under load: {runs_of_target}")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("targets", nargs="*", default=list(DEFAULT_TARGETS))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=6)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    jwk_k = base64.urlsafe_b64encode(BENCH_SECRET.encode()).rstrip(b"=").decode()
+    if jwk_k not in NATIVE_YAML.read_text():
+        raise SystemExit(f"{NATIVE_YAML.name}'s oct key is not BENCH_SECRET")
+    token = mint_hmac({"sub": "bench", "exp": time.time() + 86400}, BENCH_SECRET.encode())
+    medians: dict[str, float] = {}
+    report: dict[str, Any] = {"load_average_before": os.getloadavg()}
+    for target, results in measure(args.targets, args.runs, args.duration, token).items():
+        medians[target] = statistics.median(run.rps for run in results)
+        report[target] = [vars(run) for run in results]
+        print(
+            f"{target:24} median {medians[target]:7.0f} req/s; runs "
+            + ", ".join(
+                f"{run.rps:.0f} (p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+                f"CPU/req envoy {run.envoy_us:.0f} µs, server {run.server_us:.0f} µs)"
+                for run in results
+            ),
+            flush=True,
+        )
+    print(f"\nload average before: {report['load_average_before']}")
+    print("| target | req/s (median) | vs native | vs floor-granian-rsgi |")
+    print("|---|---|---|---|")
+    for target, rps in medians.items():
+        native = f"{rps / medians['native']:.2f}x" if "native" in medians else "-"
+        floor = medians.get("floor-granian-rsgi")
+        vs_floor = f"{rps / floor:.2f}x" if floor else "-"
+        print(f"| {target} | {rps:,.0f} | {native} | {vs_floor} |")
+    if args.json:
+        args.json.write_text(json.dumps({"medians": medians, "runs": report}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
