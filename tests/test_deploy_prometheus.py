@@ -129,3 +129,15 @@ def test_dashboard_reads_only_metrics_that_exist() -> None:
             assert used <= AUTHZ_METRICS | ENVOY_METRICS, (panel["title"], used)
             # Prometheus' own `up` is the only other series a panel may read.
             assert used or "up{" in target["expr"], panel["title"]
+
+
+def test_install_tools_is_idempotent_and_quiet() -> None:
+    # CI calls it on every run: once the tools are there it must change nothing and say nothing.
+    done = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "install-tools.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
