@@ -23,15 +23,24 @@ def _validate(path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("upstream", [5080, None], ids=["upstream", "direct"])
 @pytest.mark.parametrize(
-    ("source", "h2"), [(ENVOY_HTTP_YAML, False), (ENVOY_HTTP_YAML, True), (ENVOY_GRPC_YAML, False)]
+    ("source", "h2"),
+    [
+        (ENVOY_HTTP_YAML, False),
+        (ENVOY_HTTP_YAML, True),
+        (ENVOY_GRPC_YAML, False),
+        (NATIVE_YAML, False),
+    ],
 )
-def test_bench_renders_validate(tmp_path: Path, source: Path, h2: bool) -> None:
-    config = bench_config(source, 9002, h2)
+def test_bench_renders_validate(
+    tmp_path: Path, source: Path, h2: bool, upstream: int | None
+) -> None:
+    config = bench_config(source, 9002, upstream, h2)
     routes = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]["route_config"]["virtual_hosts"][0]["routes"]
-    assert all("route" not in route for route in routes)
+    assert any("direct_response" in route for route in routes) == (upstream is None)
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
     _validate(path)

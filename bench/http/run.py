@@ -1,9 +1,11 @@
 """Throughput through the real Envoy: authz's HTTP door, HTTP do-nothing floors, native jwt_authn.
 
-Each target runs behind one Envoy (1 worker) whose checked routes answer with a
-direct_response, so only authorization is measured; `wrk -t1 -c32 -d6s` with one repeated
-valid HS256 token, after a 2 s warm-up, median of `--runs` runs. Every run must be all 200s.
-All targets run at once and their runs are interleaved, so background load hits all alike.
+Each target runs behind its own Envoy (1 worker) in front of the project bench's stand-in
+media server (an upstream Envoy answering 200; `--direct`: the gateway answers itself);
+`wrk -t1 -c32 -d6s` with one repeated valid HS256 token, after a 2 s warm-up, median of
+`--runs` runs. Every run must be all 200s. All targets run at once and their runs are
+interleaved, so background load hits all alike; CPU per request of Envoy and of the
+authorization server is read from /proc.
 
 Targets:
   native            Envoy's jwt_authn HS256 (bench/http/envoy-native-jwt.yaml)
@@ -14,7 +16,7 @@ Targets:
   floor-SERVER-h2   the same over h2c (granian only)
   floor-...-rt      granian with its (experimental) Rust task implementation
 
-Run: python -m bench.http.run [--runs 3] [--duration 6] [TARGET ...]
+Run: python -m bench.http.run [--runs 3] [--duration 6] [--direct] [TARGET ...]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import yaml
 
 from authz.envoy_config import PROJECT_ROOT, envoy_command, render_envoy_config
 from authz.mint import mint_hmac
+from bench import configs
 from bench.http.floor import SERVERS
 
 HERE = Path(__file__).resolve().parent
@@ -98,15 +101,20 @@ def _process(command: list[str], env: dict[str, str] | None = None) -> Iterator[
             process.wait()
 
 
-def bench_config(source: Path, authz_port: int, h2: bool = False) -> dict[str, Any]:
-    """`source` rendered for the bench: checked routes answer directly, no access log,
-    no health checks, the authz cluster on `authz_port` (over h2c when `h2`)."""
-    config = render_envoy_config(source, 0, 0, {"authz": authz_port})
+def bench_config(
+    source: Path, authz_port: int, upstream_port: int | None, h2: bool = False
+) -> dict[str, Any]:
+    """`source` rendered for the bench: no access log, no health checks, the authz cluster
+    on `authz_port` (over h2c when `h2`), the media server on `upstream_port`, or with
+    None the routes answer themselves (direct_response)."""
+    config = render_envoy_config(
+        source, 0, 0, {"authz": authz_port, "ant_media": upstream_port or 0}
+    )
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     manager["typed_config"].pop("access_log", None)
     for host in manager["typed_config"]["route_config"]["virtual_hosts"]:
         for route in host["routes"]:
-            if "route" in route:
+            if "route" in route and upstream_port is None:
                 del route["route"]
                 route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
     for cluster in config["static_resources"]["clusters"]:
@@ -181,11 +189,21 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 @contextlib.contextmanager
-def gateway(target: str) -> Iterator[Gateway]:
+def upstream() -> Iterator[int]:
+    """The stand-in media server of the project's bench: an Envoy answering 200 `ok`."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = configs.write(configs.upstream_config(port), Path(tmp) / "upstream.yaml")
+        with _process(envoy_command(path, "error")):
+            _wait(lambda: _accepts(port), "upstream envoy")
+            yield port
+
+
+@contextlib.contextmanager
+def gateway(target: str, upstream_port: int | None) -> Iterator[Gateway]:
     """`target`'s Envoy, with everything behind it running."""
     if target == "native":
-        config = render_envoy_config(NATIVE_YAML, 0, 0, {})
-        with _envoy(config) as (port, envoy):
+        with _envoy(bench_config(NATIVE_YAML, 0, upstream_port)) as (port, envoy):
             yield Gateway(port, envoy, None)
     elif target in ("authz-http", "authz-http-h2", "authz-grpc"):
         http = target != "authz-grpc"
@@ -193,7 +211,10 @@ def gateway(target: str) -> Iterator[Gateway]:
             _authz(http) as (authz_port, server),
             _envoy(
                 bench_config(
-                    ENVOY_HTTP_YAML if http else ENVOY_GRPC_YAML, authz_port, target.endswith("-h2")
+                    ENVOY_HTTP_YAML if http else ENVOY_GRPC_YAML,
+                    authz_port,
+                    upstream_port,
+                    target.endswith("-h2"),
                 )
             ) as (port, envoy),
         ):
@@ -206,7 +227,7 @@ def gateway(target: str) -> Iterator[Gateway]:
             raise SystemExit(f"unknown floor server {name!r}: one of {', '.join(SERVERS)}")
         with (
             _floor(name, h2, rust_tasks) as (floor_port, pid),
-            _envoy(bench_config(ENVOY_HTTP_YAML, floor_port, h2)) as (port, envoy),
+            _envoy(bench_config(ENVOY_HTTP_YAML, floor_port, upstream_port, h2)) as (port, envoy),
         ):
             yield Gateway(port, envoy, pid)
     else:
@@ -278,12 +299,15 @@ def _measured(gate: Gateway, token: str, seconds: int) -> Run:
     return run
 
 
-def measure(targets: list[str], runs: int, seconds: int, token: str) -> dict[str, list[Run]]:
+def measure(
+    targets: list[str], runs: int, seconds: int, token: str, with_upstream: bool
+) -> dict[str, list[Run]]:
     """`runs` wrk runs per target, all gateways up at once and runs interleaved (round robin),
     so noise from anything else on the machine falls on every target alike."""
     results: dict[str, list[Run]] = {target: [] for target in targets}
     with contextlib.ExitStack() as stack:
-        gates = {target: stack.enter_context(gateway(target)) for target in targets}
+        upstream_port = stack.enter_context(upstream()) if with_upstream else None
+        gates = {target: stack.enter_context(gateway(target, upstream_port)) for target in targets}
         for target, gate in gates.items():
             url = f"http://127.0.0.1:{gate.port}{PATH}"
             assert _status(url, {"Authorization": f"Bearer {token}"}) == 200, target
@@ -306,6 +330,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="checked routes answer in the gateway Envoy (direct_response) instead of an\n"
+        "upstream Envoy (the project bench's stand-in media server)",
+    )
     args = parser.parse_args()
     jwk_k = base64.urlsafe_b64encode(BENCH_SECRET.encode()).rstrip(b"=").decode()
     if jwk_k not in NATIVE_YAML.read_text():
@@ -313,7 +343,9 @@ def main() -> None:
     token = mint_hmac({"sub": "bench", "exp": time.time() + 86400}, BENCH_SECRET.encode())
     medians: dict[str, float] = {}
     report: dict[str, Any] = {"load_average_before": os.getloadavg()}
-    for target, results in measure(args.targets, args.runs, args.duration, token).items():
+    for target, results in measure(
+        args.targets, args.runs, args.duration, token, not args.direct
+    ).items():
         medians[target] = statistics.median(run.rps for run in results)
         report[target] = [vars(run) for run in results]
         print(
