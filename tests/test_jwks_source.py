@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -256,11 +257,11 @@ def test_hanging_server_times_out_and_the_check_waits_only_its_deadline() -> Non
             started = time.monotonic()
             # Envoy's budget: the Checker waits UNKNOWN_KID_WAIT_SECONDS (0.35 s) at most.
             assert await reason(checker, sign("RS256", KEY_B, CLAIMS, "b")) is Reason.UNKNOWN_KID
-            assert time.monotonic() - started < 0.6
-            await eventually(lambda: failures() >= before + 1, timeout=3)
+            assert time.monotonic() - started < 1.5, "the Check waited for the fetch timeout"
+            await eventually(lambda: failures() >= before + 1, timeout=8)
             assert kids(store) == ["a"]
 
-        run(server.url, scenario)
+        run(server.url, scenario, io_timeout=3.0, total_timeout=5.0)
 
 
 def test_hanging_at_start_is_not_ready_until_the_server_answers() -> None:
@@ -338,8 +339,9 @@ def test_max_age_brings_the_refresh_forward_down_to_the_floor(cache_control: str
             assert await source.wait_ready(5)
             start = server.requests
             await asyncio.sleep(1.0)
-            # Floor 0.2 s with jitter [85 %, 100 %]: 5-6 refreshes in 1 s, not 1 per loop turn.
-            assert 4 <= server.requests - start <= 6
+            # Floor 0.2 s with jitter [85 %, 100 %]: at most 6 refreshes in 1 s (a loaded
+            # machine may manage fewer), and more than the 0 a 300 s period gives.
+            assert 2 <= server.requests - start <= 6
 
         run(server.url, scenario, refresh=300, max_age_floor=0.2)
 
@@ -355,7 +357,7 @@ def test_a_long_or_unusable_max_age_never_stretches_the_configured_period(
             assert await source.wait_ready(5)
             start = server.requests
             await asyncio.sleep(1.0)
-            assert 4 <= server.requests - start <= 6
+            assert 2 <= server.requests - start <= 6
 
         run(server.url, scenario, refresh=0.2, max_age_floor=0.05)
 
@@ -370,7 +372,7 @@ def test_failures_back_off_exponentially_with_jitter() -> None:
             gaps = [b - a for a, b in itertools.pairwise(t)][:3]
             # Steps of 1, 2, 4 s, each drawn from [50 %, 100 %] of the step.
             for gap, step in zip(gaps, (1, 2, 4), strict=True):
-                assert step * 0.5 - 0.05 <= gap <= step + 0.2, gaps
+                assert step * 0.5 - 0.05 <= gap <= step + 0.5, gaps
 
         run(server.url, scenario, refresh=300)
 
@@ -532,3 +534,20 @@ def test_hmac_tokens_without_secrets_are_not_verified_by_jwks_keys() -> None:
             assert await reason(checker, token) is Reason.ALG_NOT_ALLOWED
 
         run(server.url, scenario)
+
+
+def test_stop_is_prompt_whenever_it_lands() -> None:
+    # stop() racing a fetch that is just finishing must still end the refresh loop (on
+    # Python 3.11 asyncio.wait_for can swallow such a cancellation).
+    with JWKSServer(SET_A) as server:
+        async def main() -> None:
+            settings = settings_for(server.url)
+            for _ in range(200):
+                source = JWKSSource(server.url, KeyStore(settings), refresh_seconds=300, **FAST)
+                source.start()
+                await asyncio.sleep(random.uniform(0, 0.004))
+                stopping = asyncio.ensure_future(source.stop())
+                _, pending = await asyncio.wait([stopping], timeout=2)
+                assert not pending, "stop() did not end the refresh loop"
+
+        asyncio.run(main())

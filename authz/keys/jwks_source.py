@@ -116,10 +116,13 @@ class JWKSSource:
         self._kid_interval = kid_refresh_interval
         self._max_age_floor = max_age_floor
         self._clock = clock
-        self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_file)),
-            _NoDowngradeRedirect(),
-        )
+        handlers: list[urllib.request.BaseHandler] = [_NoDowngradeRedirect()]
+        if ca_file is not None or url.lower().startswith("https:"):
+            # Built once: loading a trust store costs tens of ms, too much per kid refresh.
+            # (A plain-http URL redirected to https gets urllib's default, verified context.)
+            context = ssl.create_default_context(cafile=ca_file)
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
         self._failures = 0
         self._started_seq = 0
         self._installed_seq = 0
@@ -140,17 +143,20 @@ class JWKSSource:
     async def wait_ready(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the first key set; True when it is loaded."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._loaded.wait()
         return self.ready
 
     async def stop(self) -> None:
         """Stop refreshing. A fetch in flight is abandoned (its thread ends on its timeout)."""
-        for task in (self._task, self._kid_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._task, self._kid_task) if t is not None]
         self._task = self._kid_task = None
+        for task in tasks:
+            task.cancel()
+        # asyncio.wait, not `await task` under suppress(CancelledError): that would also
+        # swallow a cancellation of the caller itself.
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def refresh_unknown_kid(self, timeout: float) -> None:
         """Refetch now because a token named an unknown kid, waiting at most `timeout` s.
@@ -170,7 +176,8 @@ class JWKSSource:
             self._kid_task = task
         # shield: a caller giving up (its deadline) must not cancel the fetch others share.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
 
     async def _run(self) -> None:
         while True:
@@ -192,7 +199,10 @@ class JWKSSource:
         self._started_seq += 1
         seq = self._started_seq
         try:
-            answer = await asyncio.wait_for(_in_daemon_thread(self._fetch), self._total_timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # (stop) that races with the fetch finishing, and the refresh loop would go on.
+            async with asyncio.timeout(self._total_timeout):
+                answer = await _in_daemon_thread(self._fetch)
         except Exception as exc:
             # Any failure, expected or not, must leave the refresh cycle running.
             self._failures += 1

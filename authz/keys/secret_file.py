@@ -11,7 +11,6 @@ update, which swaps the `..data` symlink to a new timestamped directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 
@@ -53,11 +52,11 @@ class SecretFileWatcher:
 
     async def stop(self) -> None:
         """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # asyncio.wait: a cancellation of the caller itself must still propagate.
+            await asyncio.wait([task])
 
     async def _run(self) -> None:
         while True:
