@@ -13,6 +13,7 @@ Only Envoy-set headers carry trust: `x-authz-client-ip` (the client address, fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ _MAX_HEADER_BYTES = 96 * 1024
 # never races a server-side close.
 HEADER_READ_TIMEOUT_MS = 45_000
 _BACKLOG = 1024
+# In-flight Checks get this long to answer on stop (as the gRPC door's drain grace).
+DRAIN_GRACE_SECONDS = 5.0
 
 
 class Headers(Protocol):
@@ -229,10 +232,16 @@ class HttpFront:
             detail = str(error).splitlines()[0] if str(error) else repr(error)
             raise OSError(f"cannot serve on {self.address}: {detail}") from None
 
-    async def stop(self) -> None:
-        """Stop accepting, let in-flight Checks answer, close connections."""
+    async def stop(self, grace: float = DRAIN_GRACE_SECONDS) -> None:
+        """Stop accepting, let in-flight Checks answer for up to `grace` s, close connections."""
         if self._task is None:
             return
+        task, self._task = self._task, None
         self._server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
-        await self._task
-        self._task = None
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            log.warning("checks still running after the drain grace: closing")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -289,3 +289,34 @@ def test_envoy_closes_idle_connections_before_authz_does() -> None:
     ]
     idle_seconds = float(options["common_http_protocol_options"]["idle_timeout"].rstrip("s"))
     assert idle_seconds * 1000 + 10_000 <= HEADER_READ_TIMEOUT_MS
+
+
+def test_stop_gives_up_on_a_check_that_never_answers() -> None:
+    started = threading.Event()
+
+    async def hangs(view: RequestView) -> Decision:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        front = HttpFront(f"127.0.0.1:{port}", hangs)
+        asyncio.run_coroutine_threadsafe(front.start(), loop).result(10)
+        def ask() -> None:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                request(port, "/x", timeout=10)
+
+        client = threading.Thread(target=ask, daemon=True)
+        client.start()
+        assert started.wait(5)
+        began = time.monotonic()
+        asyncio.run_coroutine_threadsafe(front.stop(grace=0.5), loop).result(10)
+        assert time.monotonic() - began < 3
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
