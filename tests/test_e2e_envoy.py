@@ -95,9 +95,11 @@ def envoy_for(
 @contextlib.contextmanager
 def stack(mode: str, env: Mapping[str, str] | None = None) -> Iterator[Gateway]:
     """Upstream, authz (both doors open) and the Envoy of `mode`, for one test."""
-    with echo_upstream() as upstream, run_authz(
-        {**http_door_env(), **(env or {})}
-    ) as authz, envoy_for(mode, authz, upstream) as envoy:
+    with (
+        echo_upstream() as upstream,
+        run_authz({**http_door_env(), **(env or {})}) as authz,
+        envoy_for(mode, authz, upstream) as envoy,
+    ):
         yield Gateway(envoy, authz, upstream, mode)
 
 
@@ -106,11 +108,12 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Gatew
     """One authz with both doors open, one Envoy per mode in front of it."""
     config = tmp_path_factory.mktemp("authz") / "authz.yaml"
     config.write_text(POLICIES_YAML)
-    with echo_upstream() as upstream, run_authz(
-        http_door_env(), args=("--config", str(config))
-    ) as authz, envoy_for("grpc", authz, upstream) as grpc_envoy, envoy_for(
-        "http", authz, upstream
-    ) as http_envoy:
+    with (
+        echo_upstream() as upstream,
+        run_authz(http_door_env(), args=("--config", str(config))) as authz,
+        envoy_for("grpc", authz, upstream) as grpc_envoy,
+        envoy_for("http", authz, upstream) as http_envoy,
+    ):
         yield {
             "grpc": Gateway(grpc_envoy, authz, upstream, "grpc"),
             "http": Gateway(http_envoy, authz, upstream, "http"),
@@ -190,8 +193,10 @@ def test_missing_token(gateway: Gateway) -> None:
     ("token", "reason"),
     [
         (mint_hmac({"sub": "a", "exp": time.time() - 3600}, SECRET.encode()), "expired"),
-        (AMS_DOCS_TOKEN[:-2] + ("AA" if not AMS_DOCS_TOKEN.endswith("AA") else "BA"),
-         "bad_signature"),
+        (
+            AMS_DOCS_TOKEN[:-2] + ("AA" if not AMS_DOCS_TOKEN.endswith("AA") else "BA"),
+            "bad_signature",
+        ),
         (
             b64url(b'{"alg":"none","typ":"JWT"}') + "." + b64url(b'{"sub":"admin"}') + ".",
             "alg_not_allowed",
@@ -287,9 +292,11 @@ def test_jwks_unavailable_is_503(mode: str) -> None:
     # an HTTP authorization server with its bare status_on_error 503.
     dead_jwks = f"http://127.0.0.1:{free_port()}/jwks.json"
     token = b64url(b'{"alg":"RS256","kid":"k1"}') + "." + b64url(b'{"sub":"a"}') + ".c2ln"
-    with echo_upstream() as upstream, run_authz(
-        {**http_door_env(), "AUTHZ_JWKS_URL": dead_jwks}, wait_ready=False
-    ) as authz, envoy_for(mode, authz, upstream, wait_cluster_healthy=None) as envoy:
+    with (
+        echo_upstream() as upstream,
+        run_authz({**http_door_env(), "AUTHZ_JWKS_URL": dead_jwks}, wait_ready=False) as authz,
+        envoy_for(mode, authz, upstream, wait_cluster_healthy=None) as envoy,
+    ):
         gateway = Gateway(envoy, authz, upstream, mode)
         wait_until(lambda: request(authz.http_port, "/healthz").status == 200, what="authz up")
         # Not ready (no key set), so Envoy's health check fails: with no healthy host
@@ -347,7 +354,9 @@ PARITY_CASES: dict[str, tuple[str, str, dict[str, str]]] = {
         {"Authorization": AMS_DOCS_TOKEN, "x-jwt-sub": "admin", "X-Jwt-Role": "admin"},
     ),
     "spoofed sub, token without sub": (
-        "GET", REST, {"Authorization": _NO_SUB, "x-jwt-sub": "admin"}
+        "GET",
+        REST,
+        {"Authorization": _NO_SUB, "x-jwt-sub": "admin"},
     ),
     "spoofed client address": (
         "GET",

@@ -41,6 +41,7 @@ policies:
       role: x-jwt-role
 """
 
+
 def _token(**claims: object) -> str:
     return mint_hmac({"exp": time.time() + 300, **claims}, SECRET.encode())
 
@@ -306,6 +307,7 @@ def test_stop_gives_up_on_a_check_that_never_answers() -> None:
     try:
         front = HttpFront(f"127.0.0.1:{port}", hangs)
         asyncio.run_coroutine_threadsafe(front.start(), loop).result(10)
+
         def ask() -> None:
             with contextlib.suppress(OSError, http.client.HTTPException):
                 request(port, "/x", timeout=10)
