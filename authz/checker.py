@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -28,6 +29,12 @@ log = logging.getLogger("authz.check")
 # How long a Check may wait for a kid-triggered JWKS refresh: inside Envoy's ext_authz
 # timeout (envoy.yaml sets 0.5 s), leaving room for the answer.
 UNKNOWN_KID_WAIT_SECONDS = 0.35
+
+# How many `check_blocking` calls may wait for that refresh at once. Each waiting call holds
+# a server thread; past this number an unknown kid is answered at once (unknown_kid), so
+# tokens with made-up kids, or a slow JWKS server, can never park every thread and stall
+# all Checks. The refresh itself still runs and later Checks see its keys.
+MAX_KID_WAITERS = 2
 
 
 class SnapshotSource(Protocol):
@@ -57,6 +64,7 @@ class Checker:
         keep_claims = any(p.required_claims or p.forward_claims for p in policies)
         self._cache = TokenCache(settings.token_cache_size, keep_claims)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._kid_waiters = threading.BoundedSemaphore(MAX_KID_WAITERS)
 
     def decide_now(self, view: RequestView) -> Decision:
         """Decide without waiting on anything (may answer unknown_kid)."""
@@ -91,14 +99,21 @@ class Checker:
                 and self._refresh is not None
                 and loop is not None
             ):
-                refresh = asyncio.run_coroutine_threadsafe(
-                    self._refresh(UNKNOWN_KID_WAIT_SECONDS), loop
-                )
-                # refresh_unknown_kid gives up after its timeout itself; the margin only
-                # covers the hop to the loop and back.
-                with contextlib.suppress(concurrent.futures.TimeoutError):
-                    refresh.result(UNKNOWN_KID_WAIT_SECONDS + 0.05)
-                decision = self.decide_now(view)
+                if self._kid_waiters.acquire(blocking=False):
+                    try:
+                        refresh = asyncio.run_coroutine_threadsafe(
+                            self._refresh(UNKNOWN_KID_WAIT_SECONDS), loop
+                        )
+                        # refresh_unknown_kid gives up after its timeout itself; the margin
+                        # only covers the hop to the loop and back.
+                        with contextlib.suppress(concurrent.futures.TimeoutError):
+                            refresh.result(UNKNOWN_KID_WAIT_SECONDS + 0.05)
+                    finally:
+                        self._kid_waiters.release()
+                    decision = self.decide_now(view)
+                else:
+                    # Start (or join) the refresh without waiting for it.
+                    asyncio.run_coroutine_threadsafe(self._refresh(0.0), loop)
         except Exception:
             log.exception("internal error while deciding")
             decision = deny(Reason.INTERNAL_ERROR)
