@@ -50,11 +50,12 @@ GRPC_OPTIONS = [
 ]
 
 # Load shedding: past this many Checks in progress the server answers RESOURCE_EXHAUSTED at
-# once (Envoy: status_on_error, 503) instead of queueing. One process decides ~4,000
-# Checks/s (about 0.25 ms of event-loop time each, measured over loopback), so the last
-# of 512 admitted Checks is answered within ~0.15 s, inside Envoy's 0.5 s ext_authz
-# timeout; at 1,024 it was already ~0.5 s, an answer Envoy would no longer wait for.
-# Checks parked on a kid-triggered JWKS refresh (<= 0.35 s each) hold a slot too.
+# once (Envoy: status_on_error, 503) instead of queueing. Measured on grpc.aio, one process
+# decided ~4,000 Checks/s (0.25 ms each), so the last of 512 admitted Checks was answered
+# within ~0.15 s, inside Envoy's 0.5 s ext_authz timeout (at 1,024: ~0.5 s, too late); the
+# thread-pool server below decides faster, so 512 keeps that margin. Checks parked on a
+# kid-triggered JWKS refresh (<= 0.35 s each) hold a slot too. The bound costs the
+# thread-pool server ~0.01 ms CPU per Check under load (bench/README.md).
 MAX_CONCURRENT_RPCS = 512
 
 # The gRPC front runs on grpcio's thread-pool server, not grpc.aio: measured with h2load

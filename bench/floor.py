@@ -1,7 +1,8 @@
 """The transport floor: a gRPC server that answers every Check with fixed bytes.
 
-It parses nothing and decides nothing, so its CPU per call is what grpcio itself costs;
-authz's own cost is measured against it. `--flavour` picks grpcio's thread-pool server with
+It parses nothing and decides nothing, so its CPU per call is what grpcio itself costs,
+built exactly as authz builds its server (options, load-shedding bound, threads); authz's
+own cost is measured against it. `--flavour` picks grpcio's thread-pool server with
 authz's thread count (what authz runs) or grpc.aio, for the comparison that chose
 authz's flavour.
 
@@ -21,7 +22,7 @@ import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from authz.grpc_front import CHECK_METHOD_PATH
-from authz.server import GRPC_OPTIONS, GRPC_THREADS
+from authz.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS
 
 _SERVICE, _, _METHOD = CHECK_METHOD_PATH[1:].rpartition("/")
 ALLOW_BYTES = CheckResponse(status={"code": 0}, ok_response={}).SerializeToString()
@@ -37,7 +38,7 @@ async def _serve_aio(address: str) -> None:
     async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return ALLOW_BYTES
 
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=GRPC_OPTIONS, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
     server.add_generic_rpc_handlers((_handler(answer),))
     server.add_insecure_port(address)
     await server.start()
@@ -51,7 +52,11 @@ def _serve_threads(address: str, threads: int) -> None:
     def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
         return ALLOW_BYTES
 
-    server = grpc.server(futures.ThreadPoolExecutor(threads), options=GRPC_OPTIONS)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(threads),
+        options=GRPC_OPTIONS,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
     server.add_generic_rpc_handlers((_handler(answer),))
     server.add_insecure_port(address)
     server.start()

@@ -1,8 +1,10 @@
 """A gRPC load generator for requests that differ per call (never-seen tokens).
 
 h2load repeats one request body; a cache-miss benchmark needs a new token per Check, so
-this client sends a list of serialized CheckRequests, each once, with a fixed number of
-calls in flight on one HTTP/2 connection (as Envoy does).
+this client sends a list of serialized CheckRequests, each once, with at most a fixed
+number of calls in flight on one HTTP/2 connection (as Envoy does). With `rate` the calls
+are paced to that many per second, so two servers compared see the same arrival pattern
+(a server's CPU per call depends on how many calls each wake-up finds).
 """
 
 from __future__ import annotations
@@ -18,18 +20,25 @@ from authz.grpc_front import CHECK_METHOD_PATH
 from bench.measure import Load, percentile
 
 
-async def _drive(port: int, payloads: Sequence[bytes], in_flight: int) -> tuple[Load, int]:
+async def _drive(port: int, payloads: Sequence[bytes], in_flight: int,
+                 rate: float | None) -> tuple[Load, int]:
     latencies: list[float] = []
     allowed = failed = 0
     position = 0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary(CHECK_METHOD_PATH)
+        began = time.perf_counter()
 
         async def caller() -> None:
             nonlocal allowed, failed, position
             while position < len(payloads):
-                payload = payloads[position]
+                index = position
                 position += 1
+                if rate is not None:
+                    delay = began + index / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                payload = payloads[index]
                 started = time.perf_counter()
                 try:
                     raw = await call(payload, timeout=10)
@@ -49,6 +58,8 @@ async def _drive(port: int, payloads: Sequence[bytes], in_flight: int) -> tuple[
     return load, allowed
 
 
-def send_each(port: int, payloads: Sequence[bytes], in_flight: int = 32) -> tuple[Load, int]:
-    """Send every payload once; the load figures and how many Checks were allowed."""
-    return asyncio.run(_drive(port, payloads, in_flight))
+def send_each(port: int, payloads: Sequence[bytes], in_flight: int = 32,
+              rate: float | None = None) -> tuple[Load, int]:
+    """Send every payload once (paced to `rate` per second if given); the load figures and
+    how many Checks were allowed."""
+    return asyncio.run(_drive(port, payloads, in_flight, rate))
