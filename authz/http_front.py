@@ -60,6 +60,9 @@ _BACKLOG = 1024
 DRAIN_GRACE_SECONDS = 5.0
 
 
+_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
+
+
 class Headers(Protocol):
     """The part of granian's RSGI header map the adapter reads."""
 
@@ -89,14 +92,15 @@ class Responder(Protocol):
 def request_view(method: str, path: str, query: str, headers: list[tuple[str, str]]) -> RequestView:
     """The RequestView of one Envoy authorization request.
 
-    Repeated `authorization` values are joined with "," (as the gRPC door's header map
-    does); a repeated `x-authz-client-ip` is joined too, which no address parses as, so it
-    is refused while the IP filter is on.
+    Repeated values are joined with "," as the gRPC door's header map does: for
+    `authorization` that is what the gRPC door decides on; a joined `x-authz-client-ip` or
+    `x-authz-policy` (only a misconfigured Envoy sends two) names no address and no policy,
+    so it is refused (ip_not_allowed while the IP filter is on, unknown_policy).
     """
     authorization: list[str] = []
     client_ip: list[str] = []
+    policy: list[str] = []
     jwt_headers: list[str] = []
-    context: Mapping[str, str] = _NO_CONTEXT
     for name, value in headers:
         key = name.lower()
         if key == "authorization":
@@ -107,18 +111,15 @@ def request_view(method: str, path: str, query: str, headers: list[tuple[str, st
         elif key == CLIENT_IP_HEADER:
             client_ip.append(value)
         elif key == POLICY_HEADER:
-            context = MappingProxyType({POLICY_CONTEXT_KEY: value})
+            policy.append(value)
     return RequestView(
         authorization=",".join(authorization) if authorization else None,
         source_ip=",".join(client_ip) if client_ip else None,
         jwt_headers=tuple(jwt_headers),
         path=f"{path}?{query}" if query else path,
         method=method,
-        context=context,
+        context=MappingProxyType({POLICY_CONTEXT_KEY: ",".join(policy)}) if policy else _NO_CONTEXT,
     )
-
-
-_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

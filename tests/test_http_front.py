@@ -177,6 +177,22 @@ def test_policy_header_selects_the_route_policy(port: int) -> None:
     assert unknown.json()["reason"] == "unknown_policy"
 
 
+def test_repeated_policy_is_refused(port: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", "/LiveApp/rest/v2/x")
+        conn.putheader("authorization", _token(sub="a", role="admin"))
+        conn.putheader("x-authz-client-ip", "198.51.100.7")
+        conn.putheader("x-authz-policy", "admin")
+        conn.putheader("x-authz-policy", "admin")
+        conn.endheaders()
+        answer = conn.getresponse()
+        assert answer.status == 403
+        assert b"unknown_policy" in answer.read()
+    finally:
+        conn.close()
+
+
 def test_header_limit_admits_what_envoy_forwards(port: int) -> None:
     # Envoy admits 60 KiB of request headers by default: a token that size is authz's
     # `malformed` 401, not the server's 431.
