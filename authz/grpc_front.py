@@ -22,6 +22,7 @@ from authz._pb.envoy.service.auth.v3.attribute_context_pb2 import AttributeConte
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from authz._pb.envoy.type.v3.http_status_pb2 import StatusCode
 from authz.decision import Decision, Reason, deny, status_of
+from authz.observability import CHECKS_BY_REASON
 from authz.request import RequestView
 
 log = logging.getLogger("authz.grpc")
@@ -170,6 +171,9 @@ def _where(error: BaseException) -> str:
 
 
 def _internal_error(error: Exception) -> bytes:
+    # Counted here: a request that never reached the Checker (it did not parse) is still
+    # a Check answered internal_error, and alerts on that reason must see it.
+    CHECKS_BY_REASON[Reason.INTERNAL_ERROR].inc()
     log.error(
         "check failed, answering internal_error",
         extra={"error": type(error).__name__, "where": _where(error)},
