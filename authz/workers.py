@@ -10,7 +10,8 @@ Metrics: the parent points PROMETHEUS_MULTIPROC_DIR at a fresh directory before 
 starts (prometheus_client picks its storage at import), and every worker's `/metrics`
 answers with all workers' samples merged, so a scrape may land on any of them.
 
-The parent only supervises:
+The parent only supervises (and a worker whose parent dies, even by SIGKILL, gets SIGTERM
+from the kernel and drains):
 - SIGTERM/SIGINT: passed to every worker, which drains (readiness off, in-flight Checks
   finish); the parent exits 0 once all exited 0.
 - A worker that dies is restarted (its siblings keep serving meanwhile), so one crash
@@ -21,6 +22,7 @@ The parent only supervises:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
@@ -68,6 +71,18 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    # Runs in the worker between fork and exec: if the parent dies, even by SIGKILL, the
+    # kernel sends the worker SIGTERM and it drains, so no worker outlives its supervisor.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 class _Supervisor:
     def __init__(self, count: int, worker_argv: list[str], env: dict[str, str]) -> None:
         self._count = count
@@ -79,7 +94,9 @@ class _Supervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # stdout/stderr are inherited: the workers' JSON log lines go where the parent's go.
-        return subprocess.Popen(self._argv, env=self._env)
+        return subprocess.Popen(
+            self._argv, env=self._env, preexec_fn=partial(_die_with_parent, os.getpid())
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True

@@ -127,3 +127,22 @@ def test_a_dead_worker_is_restarted() -> None:
         time.sleep(1.0)  # let the replacement start serving before the drain
         assert authz.stop(signal.SIGTERM) == 0
         assert "worker died: restarted" in authz.logs()
+
+
+def test_workers_do_not_outlive_a_killed_parent() -> None:
+    with run_authz(args=("--workers", "2")) as authz:
+        wait_until(lambda: len(_worker_pids(authz.process.pid)) == 2, what="two workers")
+        workers = _worker_pids(authz.process.pid)
+        authz.stop(signal.SIGKILL)
+        wait_until(
+            lambda: not any(_alive(pid) for pid in workers), what="the workers to exit"
+        )
+
+
+def _alive(pid: int) -> bool:
+    # An exited worker is reaped by init once orphaned; a zombie counts as gone.
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
