@@ -1,10 +1,11 @@
 """`authz serve --workers N`: N worker processes sharing the gRPC and metrics ports.
 
-Why processes: one Python process decides on one core (the GIL), and Envoy's single
-HTTP/2 connection to a process is pinned to it. Each worker is a plain `authz serve`
-(its own gRPC server, key refresher and token cache) bound with SO_REUSEPORT, so the
-kernel spreads Envoy's connections over the workers; nothing is shared at run time but
-the metric files.
+Why processes: one Python process decides on one core (the GIL). Each worker is a plain
+`authz serve` (its own gRPC server, key refresher and token cache) bound with SO_REUSEPORT,
+so the kernel spreads incoming connections over the workers; nothing is shared at run time
+but the metric files. The unit spread is a connection: Envoy opens one HTTP/2 connection
+per Envoy worker thread, so N authz workers pay off behind an Envoy with several workers
+(or several Envoys), not behind a single-threaded one.
 
 Metrics: the parent points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker
 starts (prometheus_client picks its storage at import), and every worker's `/metrics`

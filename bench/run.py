@@ -395,7 +395,12 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
         # Once more after the load: a bad token must still be refused.
         _gate_direct("authz (1 worker)", authz1.grpc_port, payloads, tokens)
         _gate_envoy("authz-2w", envoys["authz-2w"].port, tokens.hs256, tokens.bad)
-        memory = _memory_run(memory_tokens, payloads, env) if memory_tokens else {}
+    # After everything else has stopped; HS256 only, so nothing but authz itself runs.
+    memory = (
+        _memory_run(memory_tokens, payloads, {"AUTHZ_LOG_LEVEL": "warning"})
+        if memory_tokens
+        else {}
+    )
     return _report(samples, memory, rounds, seconds, distinct_count)
 
 
