@@ -371,7 +371,7 @@ CAMPAIGN: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], None]]] = {
 }
 
 # The default run's budget: a few seconds for this module.
-FAST = settings(max_examples=250, deadline=None, database=None,
+FAST = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 

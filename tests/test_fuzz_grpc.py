@@ -212,7 +212,7 @@ def servers() -> Iterator[tuple[Call, Call]]:
         yield pair
 
 
-FAST = settings(max_examples=150, deadline=None, database=None,
+FAST = settings(max_examples=100, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.function_scoped_fixture])
 
