@@ -59,14 +59,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def h2load(port: int, path: str, body: bytes, seconds: float, connections: int = 1,
-           streams: int = 32) -> Load:
-    """gRPC unary calls with fixed request bytes for `seconds` (h2load, h2c)."""
+           streams: int = 32, rate: float | None = None) -> Load:
+    """gRPC unary calls with fixed request bytes for `seconds` (h2load, h2c), as fast as
+    the server answers or at `rate` calls per second."""
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp) / "body", Path(tmp) / "log"
         data.write_bytes(grpc_frame(body))
         out = subprocess.run(
             ["h2load", "-D", str(max(1, round(seconds))), "-c", str(connections),
-             "-m", str(streams),
+             "-m", str(streams), *(["--rps", str(round(rate))] if rate else []),
              "-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers",
              "--log-file", str(log), f"http://127.0.0.1:{port}{path}"],
             capture_output=True, text=True, check=True, timeout=seconds + 60,

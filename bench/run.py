@@ -52,6 +52,9 @@ KID = "bench"
 # Never-seen tokens are sent at this fixed rate to authz and to the floor alike, so both
 # see the same arrival pattern; it is below what authz sustains for RS256 on 2 busy cores.
 DISTINCT_RATE = 1500.0
+# The repeated-token comparison with the floor is paced the same way: unpaced, CPU per call
+# follows how many calls each wake-up finds, so the faster server looks cheaper per call.
+DIRECT_RATE = 4000.0
 
 
 class BadTokenAllowed(SystemExit):
@@ -378,6 +381,10 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
                 loaded = partial(h2load, port, CHECK_METHOD_PATH, payload, seconds)
                 samples.append(_measure(server_pids(name), loaded, f"direct/{name}", round_no))
             for name, port, payload in (direct[0], direct[2]):
+                paced = partial(h2load, port, CHECK_METHOD_PATH, payload, seconds,
+                                rate=DIRECT_RATE)
+                samples.append(_measure(server_pids(name), paced, f"direct-paced/{name}",
+                                        round_no))
                 unloaded = partial(h2load, port, CHECK_METHOD_PATH, payload,
                                    max(1.0, seconds / 2), streams=1)
                 samples.append(_measure(server_pids(name), unloaded,
@@ -439,15 +446,16 @@ def _goals(samples: list[Sample], summary: dict[str, dict[str, Any]],
     def rps(sample: Sample) -> float:
         return sample.rps
 
-    floor = cpu("direct/floor-threads")
+    floor = cpu("direct-paced/floor-threads")
     native = summary["envoy/native-hs256"]["rps"]
-    authz_cpu, rs_cpu = cpu("direct/authz-hs256"), cpu("distinct-rs256/authz")
+    authz_cpu, rs_cpu = cpu("direct-paced/authz-hs256"), cpu("distinct-rs256/authz")
     rs_floor = cpu("distinct-rs256/floor-threads")
     goals = [
         Goal("direct CPU per Check, repeated valid token <= 1.25x floor",
-             round(per_round("direct/authz-hs256", "direct/floor-threads", server_cpu,
-                             lambda a, b: a / b), 2), 1.25,
-             f"medians: authz {authz_cpu:.3f} ms, floor {floor:.3f} ms"),
+             round(per_round("direct-paced/authz-hs256", "direct-paced/floor-threads",
+                             server_cpu, lambda a, b: a / b), 2), 1.25,
+             f"medians at {DIRECT_RATE:.0f} Checks/s: authz {authz_cpu:.3f} ms, "
+             f"floor {floor:.3f} ms"),
         Goal("never-seen RS256 token <= floor + 0.15 ms CPU",
              round(per_round("distinct-rs256/authz", "distinct-rs256/floor-threads", server_cpu,
                              lambda a, b: a - b), 3), 0.15,
