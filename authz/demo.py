@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import json
 import secrets
 import shlex
 import shutil
@@ -22,11 +21,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +34,7 @@ from authz.envoy_config import (
     find_envoy_yaml,
     render_envoy_config,
 )
+from authz.loopback import echo_server
 from authz.mint import mint_hmac
 from authz.observability import setup_logging
 from authz.server import Service
@@ -58,54 +55,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _StandInHandler(BaseHTTPRequestHandler):
+def _stand_in_body(method: str, path: str, seen: list[tuple[str, str]]) -> dict[str, Any]:
     """Ant Media's REST API as far as the demo needs it: it says what reached it."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "ant-media-stand-in"
-
-    def _echo(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            # The token did reach the upstream; its length says so without repeating it.
-            shown = f"<{len(value)} characters>" if key == "authorization" else value
-            headers[key] = f"{headers[key]}, {shown}" if key in headers else shown
-        body = json.dumps(
-            {
-                "stand_in": "Ant Media Server REST API",
-                "method": self.command,
-                "path": self.path,
-                "headers": headers,
-            },
-            separators=(",", ":"),
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _echo
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@contextlib.contextmanager
-def _stand_in() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandInHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="stand-in", daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    headers: dict[str, str] = {}
+    for key, value in seen:
+        # The token did reach the upstream; its length says so without repeating it.
+        shown = f"<{len(value)} characters>" if key == "authorization" else value
+        headers[key] = f"{headers[key]}, {shown}" if key in headers else shown
+    return {
+        "stand_in": "Ant Media Server REST API",
+        "method": method,
+        "path": path,
+        "headers": headers,
+    }
 
 
 @dataclass(frozen=True)
@@ -317,7 +279,7 @@ async def _run(envoy_yaml: Path, port: int) -> int:
     demo = _Demo(envoy_yaml, port, folder)
     code = EXIT_STOPPED
     try:
-        with _stand_in() as upstream_port:
+        with echo_server(_stand_in_body, (",", ":")) as upstream_port:
             starting = asyncio.create_task(demo.start(upstream_port))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,11 +15,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from authz.envoy_config import (
 from authz.envoy_config import (
     envoy_binary as envoy_binary,  # re-exported for the tests that validate configs
 )
+from authz.loopback import echo_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = PROJECT_ENVOY_YAML
@@ -91,41 +90,16 @@ def request(
         conn.close()
 
 
-class _EchoHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _echo(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        seen: dict[str, list[str]] = {}
-        for name, value in self.headers.items():
-            seen.setdefault(name.lower(), []).append(value)
-        body = json.dumps({"method": self.command, "path": self.path, "headers": seen}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _echo
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+def _echo_body(method: str, path: str, headers: list[tuple[str, str]]) -> dict[str, Any]:
+    seen: dict[str, list[str]] = {}
+    for name, value in headers:
+        seen.setdefault(name, []).append(value)
+    return {"method": method, "path": path, "headers": seen}
 
 
-@contextlib.contextmanager
-def echo_upstream() -> Iterator[int]:
+def echo_upstream() -> contextlib.AbstractContextManager[int]:
     """A stand-in media server on 127.0.0.1 that answers 200 with the headers it got."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    return echo_server(_echo_body)
 
 
 @dataclass
