@@ -17,7 +17,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from authz.envoy_config import (
     find_envoy_yaml,
     render_envoy_config,
 )
-from authz.loopback import echo_server
+from authz.loopback import cluster_healthy, echo_server, free_port, stop_process
 from authz.mint import mint_hmac
 from authz.observability import setup_logging
 from authz.server import Service
@@ -47,12 +46,6 @@ EXIT_CANNOT_START = 2
 REST_PATH = "/LiveApp/rest/v2/broadcasts/list/0/10"
 STRICT_PATH = "/StrictApp/rest/v2/broadcasts/list/0/10"
 _START_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stand_in_body(method: str, path: str, seen: list[tuple[str, str]]) -> dict[str, Any]:
@@ -154,18 +147,10 @@ def _settings_yaml(secret: str, grpc_port: int, http_port: int) -> dict[str, Any
     }
 
 
-def _cluster_healthy(admin_port: int, cluster: str) -> bool:
-    text = _get(admin_port, "/clusters", {}).body
-    return any(
-        line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy")
-        for line in text.splitlines()
-    )
-
-
 def _envoy_ready(admin_port: int) -> bool:
     with contextlib.suppress(OSError, http.client.HTTPException):
-        return _get(admin_port, "/ready", {}).status == 200 and _cluster_healthy(
-            admin_port, "authz"
+        return _get(admin_port, "/ready", {}).status == 200 and cluster_healthy(
+            _get(admin_port, "/clusters", {}).body, "authz"
         )
     return False
 
@@ -182,8 +167,8 @@ class _Demo:
     def __init__(self, envoy_yaml: Path, port: int, folder: Path) -> None:
         self.envoy_yaml = envoy_yaml
         self.fixed_port = port != 0
-        self.listen_port = port or _free_port()
-        self.admin_port = _free_port()
+        self.listen_port = port or free_port()
+        self.admin_port = free_port()
         self.folder = folder
         self.envoy: subprocess.Popen[bytes] | None = None
         self.service: Service | None = None
@@ -195,7 +180,7 @@ class _Demo:
     async def start(self, upstream_port: int) -> bytes:
         """Start authz and Envoy; the secret that signs."""
         secret = secrets.token_urlsafe(32)
-        grpc_port, http_port = _free_port(), _free_port()
+        grpc_port, http_port = free_port(), free_port()
         settings_path = self.folder / "authz.yaml"
         settings_path.write_text(yaml.safe_dump(_settings_yaml(secret, grpc_port, http_port)))
         settings = load_settings(str(settings_path), None, {})
@@ -251,12 +236,7 @@ class _Demo:
 
     async def stop(self) -> None:
         if self.envoy is not None and self.envoy.poll() is None:
-            self.envoy.terminate()
-            try:
-                await asyncio.to_thread(self.envoy.wait, 10)
-            except subprocess.TimeoutExpired:
-                self.envoy.kill()
-                await asyncio.to_thread(self.envoy.wait)
+            await asyncio.to_thread(stop_process, self.envoy)
         if self.service is not None:
             await self.service.drain()
 

@@ -6,11 +6,55 @@ Everything here listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll `predicate` until it is true or fail after `timeout` seconds; connection errors
+    (OSError, HTTP protocol errors) count as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if predicate():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM `process` and wait; SIGKILL it if it has not exited within `timeout` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cluster_healthy(clusters: str, cluster: str) -> bool:
+    """Whether Envoy's admin /clusters text shows a host of `cluster` healthy."""
+    return any(
+        line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy")
+        for line in clusters.splitlines()
+    )
+
 
 # What an echo server answers: built from the request's method, path and headers (names
 # lowercased, in arrival order, repeats kept).

@@ -37,12 +37,13 @@ import grpc
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from authz.envoy_config import envoy_command
 from authz.grpc_front import CHECK_METHOD_PATH
+from authz.loopback import free_port, stop_process, wait_until
 from authz.mint import mint_hmac
 from bench import configs
 from bench.capture import capture_check_request
 from bench.loadgen import send_each
 from bench.measure import Load, cpu_seconds, h2load, median, rss_mb, wrk
-from tests.harness import SECRET, Authz, free_port, request, run_authz, run_envoy, wait_until
+from tests.harness import SECRET, Authz, request, run_authz, run_envoy
 from tests.jwks_server import JWKSServer, b64u, jwk, jwks, rsa_key, sign
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -175,12 +176,7 @@ def _process(command: list[str], ready: Callable[[], bool], what: str) -> Iterat
             wait_until(lambda: process.poll() is None and ready(), timeout=30, what=what)
             yield process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _grpc_up(port: int) -> bool:

@@ -11,11 +11,9 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,9 @@ from authz.envoy_config import (
 from authz.envoy_config import (
     envoy_binary as envoy_binary,  # re-exported for the tests that validate configs
 )
-from authz.loopback import echo_server
+from authz.loopback import cluster_healthy, echo_server, stop_process
+from authz.loopback import free_port as free_port  # re-exported for the tests
+from authz.loopback import wait_until as wait_until  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = PROJECT_ENVOY_YAML
@@ -42,24 +42,6 @@ AMS_DOCS_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
     ".OESIxgNsnD_JwByKTXcrw9Ov4GaOUZw66QxMfmudhKQ"
 )
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll `predicate` until it is true or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if predicate():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -227,23 +209,13 @@ def run_envoy(
                 )
                 if wait_cluster_healthy is not None:
                     wait_until(
-                        lambda: _cluster_healthy(admin_port, wait_cluster_healthy),
+                        lambda: cluster_healthy(
+                            request(admin_port, "/clusters").body.decode(), wait_cluster_healthy
+                        ),
                         timeout=30,
                         what=f"envoy cluster {wait_cluster_healthy} healthy",
                     )
                 yield envoy
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                stop_process(process)
 
-
-def _cluster_healthy(admin_port: int, cluster: str) -> bool:
-    text = request(admin_port, "/clusters").body.decode()
-    return any(
-        line.startswith(f"{cluster}::") and line.endswith("::health_flags::healthy")
-        for line in text.splitlines()
-    )

@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from authz.envoy_config import PROJECT_ROOT, envoy_command, render_envoy_config
+from authz.loopback import free_port, stop_process, wait_until
 from authz.mint import mint_hmac
 from bench import configs
 from bench.http.floor import SERVERS
@@ -56,25 +57,9 @@ PATH = "/LiveApp/rest/v2/broadcasts/list/0/10"
 DEFAULT_TARGETS = ("native", "authz-http", "floor-granian-rsgi")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _accepts(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            if predicate():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _status(url: str, headers: dict[str, str] | None = None) -> int:
@@ -93,12 +78,7 @@ def _process(command: list[str], env: dict[str, str] | None = None) -> Iterator[
     try:
         yield process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def bench_config(
@@ -132,7 +112,7 @@ def bench_config(
 
 @contextlib.contextmanager
 def _envoy(config: dict[str, Any]) -> Iterator[tuple[int, int]]:
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     config["admin"]["address"]["socket_address"]["port_value"] = admin
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
@@ -140,13 +120,17 @@ def _envoy(config: dict[str, Any]) -> Iterator[tuple[int, int]]:
         path = Path(tmp) / "envoy.yaml"
         path.write_text(yaml.safe_dump(config))
         with _process(envoy_command(path, "error")) as pid:
-            _wait(lambda: _status(f"http://127.0.0.1:{admin}/ready") == 200, "envoy ready")
+            wait_until(
+                lambda: _status(f"http://127.0.0.1:{admin}/ready") == 200,
+                timeout=30,
+                what="envoy ready",
+            )
             yield port, pid
 
 
 @contextlib.contextmanager
 def _authz(http_door: bool) -> Iterator[tuple[int, int]]:
-    grpc, probes, door = _free_port(), _free_port(), _free_port()
+    grpc, probes, door = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
     env.update(
         AUTHZ_GRPC_ADDRESS=f"127.0.0.1:{grpc}",
@@ -157,17 +141,21 @@ def _authz(http_door: bool) -> Iterator[tuple[int, int]]:
     if http_door:
         env["AUTHZ_HTTP_AUTHZ_ADDRESS"] = f"127.0.0.1:{door}"
     with _process([sys.executable, "-m", "authz.cli", "serve"], env) as pid:
-        _wait(lambda: _status(f"http://127.0.0.1:{probes}/readyz") == 200, "authz ready")
+        wait_until(
+            lambda: _status(f"http://127.0.0.1:{probes}/readyz") == 200,
+            timeout=30,
+            what="authz ready",
+        )
         yield (door if http_door else grpc), pid
 
 
 @contextlib.contextmanager
 def _floor(server: str, h2: bool, rust_tasks: bool) -> Iterator[tuple[int, int]]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "bench.http.floor", "--server", server, "--port", str(port)]
     command += ["--h2"] * h2 + ["--rust-tasks"] * rust_tasks
     with _process(command) as pid:
-        _wait(lambda: _accepts(port), f"floor {server}")
+        wait_until(lambda: _accepts(port), timeout=30, what=f"floor {server}")
         yield port, pid
 
 
@@ -191,11 +179,11 @@ def cpu_seconds(pid: int | None) -> float:
 @contextlib.contextmanager
 def upstream() -> Iterator[int]:
     """The stand-in media server of the project's bench: an Envoy answering 200 `ok`."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         path = configs.write(configs.upstream_config(port), Path(tmp) / "upstream.yaml")
         with _process(envoy_command(path, "error")):
-            _wait(lambda: _accepts(port), "upstream envoy")
+            wait_until(lambda: _accepts(port), timeout=30, what="upstream envoy")
             yield port
 
 
