@@ -26,7 +26,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -47,6 +46,7 @@ from authz.loopback import free_port, stop_process, wait_until
 from authz.mint import mint_hmac
 from bench import configs
 from bench.http.floor import SERVERS
+from bench.measure import Load, cpu_seconds, wrk
 
 HERE = Path(__file__).resolve().parent
 NATIVE_YAML = HERE / "envoy-native-jwt.yaml"
@@ -168,14 +168,6 @@ class Gateway:
     server_pid: int | None
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds `pid` used so far (all threads); 0 for None."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
 def upstream() -> Iterator[int]:
     """The stand-in media server of the project's bench: an Envoy answering 200 `ok`."""
@@ -233,59 +225,27 @@ class Run:
     p50_ms: float
     p99_ms: float
     non_2xx: int  # and socket errors, wrk's 2 s timeouts included
-    envoy_us: float = 0.0
-    server_us: float = 0.0
+    envoy_us: float
+    server_us: float
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _latency_ms(text: str, percentile: str) -> float:
-    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
-
-
-def wrk(port: int, token: str, seconds: int, connections: int = 32) -> Run:
-    """One `wrk -t1 -c<connections>` run against the checked path with `token`."""
-    result = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
-            f"http://127.0.0.1:{port}{PATH}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    text = result.stdout
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
-    )
-    if rps is None:
-        raise RuntimeError(f"wrk output not understood:\n{text}{result.stderr}")
-    return Run(
-        float(rps.group(1)),
-        _latency_ms(text, "50"),
-        _latency_ms(text, "99"),
-        (int(non_2xx.group(1)) if non_2xx else 0)
-        + (sum(int(n) for n in errors.groups()) if errors else 0),
-    )
+def _wrk(port: int, token: str, seconds: int) -> Load:
+    return wrk(port, PATH, {"Authorization": f"Bearer {token}"}, seconds)
 
 
 def _measured(gate: Gateway, token: str, seconds: int) -> Run:
-    envoy_before, server_before = cpu_seconds(gate.envoy_pid), cpu_seconds(gate.server_pid)
-    run = wrk(gate.port, token, seconds)
-    served = run.rps * seconds
-    run.envoy_us = (cpu_seconds(gate.envoy_pid) - envoy_before) / served * 1e6
-    run.server_us = (cpu_seconds(gate.server_pid) - server_before) / served * 1e6
-    return run
+    envoy, server = [gate.envoy_pid], ([gate.server_pid] if gate.server_pid else [])
+    envoy_before, server_before = cpu_seconds(envoy), cpu_seconds(server)
+    load = _wrk(gate.port, token, seconds)
+    served = load.rps * seconds
+    return Run(
+        load.rps,
+        load.p50_ms,
+        load.p99_ms,
+        load.failed,
+        (cpu_seconds(envoy) - envoy_before) / served * 1e6,
+        (cpu_seconds(server) - server_before) / served * 1e6,
+    )
 
 
 def measure(
@@ -301,7 +261,7 @@ def measure(
             url = f"http://127.0.0.1:{gate.port}{PATH}"
             assert _status(url, {"Authorization": f"Bearer {token}"}) == 200, target
             assert _status(url) == (200 if target.startswith("floor") else 401), target
-            wrk(gate.port, token, 2)
+            _wrk(gate.port, token, 2)
         for _ in range(runs):
             for target, gate in gates.items():
                 results[target].append(_measured(gate, token, seconds))
