@@ -42,6 +42,15 @@ AMS_DOCS_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
     ".OESIxgNsnD_JwByKTXcrw9Ov4GaOUZw66QxMfmudhKQ"
 )
+# envoy.yaml and envoy-http.yaml route /StrictApp/rest/... to this policy of authz's settings.
+POLICIES_YAML = """
+policies:
+  admin:
+    required_claims:
+      - {claim: role, one_of: [admin]}
+    forward_claims:
+      role: x-jwt-role
+"""
 
 
 @dataclass

@@ -23,6 +23,7 @@ from tests.harness import (
     AMS_DOCS_TOKEN,
     ENVOY_HTTP_YAML,
     ENVOY_YAML,
+    POLICIES_YAML,
     SECRET,
     Authz,
     Envoy,
@@ -41,16 +42,6 @@ pytestmark = pytest.mark.e2e
 REST = "/LiveApp/rest/v2/broadcasts/list/0/10"
 STRICT = "/StrictApp/rest/v2/broadcasts/list/0/10"
 MODES = ("grpc", "http")
-
-# envoy.yaml and envoy-http.yaml route /StrictApp/rest/... to this policy of authz's settings.
-POLICIES_YAML = """
-policies:
-  admin:
-    required_claims:
-      - {claim: role, one_of: [admin]}
-    forward_claims:
-      role: x-jwt-role
-"""
 
 
 @dataclass

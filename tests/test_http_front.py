@@ -30,16 +30,7 @@ from authz.keys.store import KeyStore
 from authz.mint import mint_hmac
 from authz.request import RequestView
 from authz.settings import load_settings
-from tests.harness import ENVOY_HTTP_YAML, SECRET, Response, free_port, request
-
-POLICIES = """
-policies:
-  admin:
-    required_claims:
-      - {claim: role, one_of: [admin]}
-    forward_claims:
-      role: x-jwt-role
-"""
+from tests.harness import ENVOY_HTTP_YAML, POLICIES_YAML, SECRET, Response, free_port, request
 
 
 def _token(**claims: object) -> str:
@@ -67,7 +58,7 @@ def serving(front_check: Check) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def checker(tmp_path_factory: pytest.TempPathFactory) -> Checker:
     config = tmp_path_factory.mktemp("authz") / "authz.yaml"
-    config.write_text(POLICIES)
+    config.write_text(POLICIES_YAML)
     settings = load_settings(
         str(config),
         None,
