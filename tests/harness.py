@@ -23,11 +23,9 @@ import yaml
 
 from authz.envoy_config import (
     PROJECT_ENVOY_YAML,
+    envoy_binary,
     envoy_command,
     render_envoy_config,
-)
-from authz.envoy_config import (
-    envoy_binary as envoy_binary,  # re-exported for the tests that validate configs
 )
 from authz.loopback import cluster_healthy, echo_server, stop_process
 from authz.loopback import free_port as free_port  # re-exported for the tests
@@ -51,6 +49,17 @@ policies:
     forward_claims:
       role: x-jwt-role
 """
+
+
+def assert_envoy_config_valid(path: Path, timeout: float = 60) -> None:
+    """The real Envoy accepts the config at `path` (`envoy --mode validate`)."""
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @dataclass

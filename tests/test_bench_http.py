@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.http.run import BENCH_SECRET, ENVOY_GRPC_YAML, ENVOY_HTTP_YAML, NATIVE_YAML, bench_config
-from tests.harness import envoy_binary
-
-
-def _validate(path: Path) -> None:
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+from tests.harness import assert_envoy_config_valid
 
 
 @pytest.mark.parametrize("upstream", [5080, None], ids=["upstream", "direct"])
@@ -33,7 +22,7 @@ def _validate(path: Path) -> None:
         (NATIVE_YAML, False),
     ],
 )
-def test_bench_renders_validate(
+def test_bench_rendersassert_envoy_config_valid(
     tmp_path: Path, source: Path, h2: bool, upstream: int | None
 ) -> None:
     config = bench_config(source, 9002, upstream, h2)
@@ -43,10 +32,10 @@ def test_bench_renders_validate(
     assert any("direct_response" in route for route in routes) == (upstream is None)
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
-    _validate(path)
+    assert_envoy_config_valid(path)
 
 
 def test_native_config_validates_with_the_bench_secret() -> None:
-    _validate(NATIVE_YAML)
+    assert_envoy_config_valid(NATIVE_YAML)
     key = base64.urlsafe_b64encode(BENCH_SECRET.encode()).rstrip(b"=").decode()
     assert key in NATIVE_YAML.read_text()

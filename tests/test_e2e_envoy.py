@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from tests.harness import (
     Authz,
     Envoy,
     Response,
+    assert_envoy_config_valid,
     echo_upstream,
-    envoy_binary,
     free_port,
     request,
     run_authz,
@@ -139,13 +138,7 @@ def assert_denied(response: Response, status: int, reason: str) -> None:
 
 @pytest.mark.parametrize("config", [ENVOY_YAML, ENVOY_HTTP_YAML], ids=["grpc", "http"])
 def test_envoy_yaml_validates(config: Path) -> None:
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_envoy_config_valid(config)
 
 
 @pytest.mark.parametrize("header", [AMS_DOCS_TOKEN, f"Bearer {AMS_DOCS_TOKEN}"])
