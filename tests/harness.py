@@ -40,6 +40,16 @@ AMS_DOCS_TOKEN = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
     ".OESIxgNsnD_JwByKTXcrw9Ov4GaOUZw66QxMfmudhKQ"
 )
+# authz's metrics in SPEC section 6 (histogram series by their exposed names).
+AUTHZ_METRICS = {
+    "authz_checks_total",
+    "authz_check_duration_seconds_bucket",
+    "authz_jwks_refreshes_total",
+    "authz_jwks_keys",
+    "authz_jwks_last_success_timestamp_seconds",
+    "authz_token_cache_lookups_total",
+    "authz_build_info",
+}
 # envoy.yaml and envoy-http.yaml route /StrictApp/rest/... to this policy of authz's settings.
 POLICIES_YAML = """
 policies:

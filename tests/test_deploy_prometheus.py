@@ -16,22 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import AUTHZ_METRICS
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "authz-rules.yaml"
 RULE_TESTS = PROMETHEUS / "authz-rules.test.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "authz-dashboard.json"
 
-# SPEC section 6 (histogram series by their exposed names) and Envoy's ext_authz counters.
-AUTHZ_METRICS = {
-    "authz_checks_total",
-    "authz_check_duration_seconds_bucket",
-    "authz_jwks_refreshes_total",
-    "authz_jwks_keys",
-    "authz_jwks_last_success_timestamp_seconds",
-    "authz_token_cache_lookups_total",
-    "authz_build_info",
-}
+# Envoy's ext_authz counters, beside authz's own (harness.AUTHZ_METRICS).
 ENVOY_METRICS = {
     f"envoy_http_ext_authz_{name}" for name in ("ok", "denied", "error", "failure_mode_allowed")
 }
