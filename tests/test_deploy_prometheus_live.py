@@ -57,6 +57,18 @@ class Gateway:
 
 
 @contextlib.contextmanager
+def _running(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` running with its output in `log_path`; SIGTERM and a 15 s wait at the end."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+@contextlib.contextmanager
 def run_gateway(authz_grpc_port: int, upstream_port: int) -> Iterator[Gateway]:
     """Envoy on deploy/'s gateway config, every address moved to a free loopback port."""
     listen_port, admin_port, stats_port = free_port(), free_port(), free_port()
@@ -73,31 +85,22 @@ def run_gateway(authz_grpc_port: int, upstream_port: int) -> Iterator[Gateway]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "envoy.yaml"
         path.write_text(yaml.safe_dump(config))
-        with (Path(tmp) / "envoy.log").open("wb") as log:
-            process = subprocess.Popen(
-                envoy_command(path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        with _running(envoy_command(path), Path(tmp) / "envoy.log") as process:
+            # Through the stats listener, as the kubelet's readiness probe asks.
+            wait_until(
+                lambda: process.poll() is None and request(stats_port, "/ready").status == 200,
+                timeout=30,
+                what="envoy ready",
             )
-            try:
-                # Through the stats listener, as the kubelet's readiness probe asks.
-                wait_until(
-                    lambda: process.poll() is None and request(stats_port, "/ready").status == 200,
-                    timeout=30,
-                    what="envoy ready",
-                )
-                wait_until(
-                    lambda: (
-                        "authz::127.0.0.1:" in (clusters := _clusters(admin_port))
-                        and "::health_flags::healthy" in clusters
-                    ),
-                    timeout=30,
-                    what="authz healthy in envoy",
-                )
-                yield Gateway(listen_port, stats_port)
-            finally:
-                process.terminate()
-                process.wait(timeout=15)
+            wait_until(
+                lambda: (
+                    "authz::127.0.0.1:" in (clusters := _clusters(admin_port))
+                    and "::health_flags::healthy" in clusters
+                ),
+                timeout=30,
+                what="authz healthy in envoy",
+            )
+            yield Gateway(listen_port, stats_port)
 
 
 def _clusters(admin_port: int) -> str:
@@ -146,28 +149,20 @@ def run_prometheus(targets: dict[str, tuple[int, str]]) -> Iterator[Prometheus]:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        with (Path(tmp) / "prometheus.log").open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={Path(tmp) / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        command = [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={Path(tmp) / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        with _running(command, Path(tmp) / "prometheus.log") as process:
+            wait_until(
+                lambda: process.poll() is None and request(port, "/-/ready").status == 200,
+                timeout=30,
+                what="prometheus ready",
             )
-            try:
-                wait_until(
-                    lambda: process.poll() is None and request(port, "/-/ready").status == 200,
-                    timeout=30,
-                    what="prometheus ready",
-                )
-                yield Prometheus(port)
-            finally:
-                process.terminate()
-                process.wait(timeout=15)
+            yield Prometheus(port)
 
 
 # ---- Checks ----
