@@ -210,6 +210,9 @@ def run_envoy(
     """
     port, admin_port = free_port(), free_port()
     config = render_envoy_config(source, port, admin_port, clusters)
+    # Further listeners (the Kubernetes gateway's stats listener) move to loopback too.
+    for listener in config["static_resources"]["listeners"][1:]:
+        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=free_port())
     for cluster in config["static_resources"]["clusters"]:
         health_port = (health_check_ports or {}).get(cluster["name"])
         if health_port is None:

@@ -29,7 +29,7 @@ def test_bench_rendersassert_envoy_config_valid(
     routes = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]["route_config"]["virtual_hosts"][0]["routes"]
-    assert any("direct_response" in route for route in routes) == (upstream is None)
+    assert all("route" not in route for route in routes) == (upstream is None)
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
     assert_envoy_config_valid(path)
