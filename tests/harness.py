@@ -11,13 +11,14 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -98,6 +99,52 @@ def request(
         return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, body)
     finally:
         conn.close()
+
+
+class RawResponse(NamedTuple):
+    """One HTTP/1.x answer read off a raw socket; header names as the server sent them."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case), or None."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_request(
+    target: str | bytes,
+    method: str = "GET",
+    headers: tuple[tuple[str, str], ...] = (),
+    host: str | None = "127.0.0.1",
+) -> bytes:
+    """The bytes of an HTTP/1.1 request with `target` exactly as given (no quoting or
+    normalising), a Host header unless `host` is None, then `headers` as spelled."""
+    if isinstance(target, str):
+        target = target.encode("latin-1")
+    lines = [f"{method} ".encode() + target + b" HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}".encode("latin-1"))
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def send_raw(port: int, data: bytes, timeout: float = 10.0) -> RawResponse:
+    """Send `data` byte for byte to 127.0.0.1:`port` and read one answer (length, chunked or
+    to close). A server that closes without answering raises http.client.RemoteDisconnected."""
+    method = data.split(b" ", 1)[0].decode("latin-1")
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = http.client.HTTPResponse(sock, method=method)
+        try:
+            answer.begin()
+            return RawResponse(answer.status, answer.getheaders(), answer.read())
+        finally:
+            answer.close()
 
 
 def _echo_body(method: str, path: str, headers: list[tuple[str, str]]) -> dict[str, Any]:
