@@ -57,7 +57,9 @@ def _rule_holds(rule: ClaimRule, claims: Mapping[str, Any]) -> bool:
         return False
     value = claims[rule.claim]
     if rule.op == "contains":
-        words = value.split() if isinstance(value, str) else value
+        # RFC 6749 section 3.3: scope tokens are separated by the space character only;
+        # str.split() would also split on tabs, newlines and NO-BREAK SPACE.
+        words = [w for w in value.split(" ") if w] if isinstance(value, str) else value
         return isinstance(words, list) and any(
             _same(word, wanted) for word in words for wanted in rule.values
         )

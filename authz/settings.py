@@ -31,7 +31,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 class ClaimRule:
     """A required claim: `equals` one value, is `one_of` several, or `contains` a word.
 
-    `contains` matches a space-separated string (OAuth `scope`) or an array member.
+    `contains` matches a word of a string split on U+0020 only (an OAuth `scope`, RFC 6749
+    section 3.3) or an array member.
     """
 
     claim: str

@@ -388,6 +388,31 @@ class TestPolicies:
             is Reason.JWT_DISABLED
         assert reason(None, settings=self.SETTINGS) is Reason.MISSING_TOKEN
 
+    @pytest.mark.parametrize(
+        ("scope", "expected"),
+        [
+            ("read admin", Reason.OK),
+            ("admin", Reason.OK),
+            ("read  admin ", Reason.OK),
+            ("read\u00a0admin", Reason.INSUFFICIENT_SCOPE),
+            ("read\tadmin", Reason.INSUFFICIENT_SCOPE),
+            ("read\nadmin", Reason.INSUFFICIENT_SCOPE),
+            ("read\u2003admin", Reason.INSUFFICIENT_SCOPE),
+            ("read\u3000admin", Reason.INSUFFICIENT_SCOPE),
+            ("\u00a0admin", Reason.INSUFFICIENT_SCOPE),
+        ],
+    )
+    def test_contains_splits_scopes_on_the_space_character_only(
+        self, scope: str, expected: Reason
+    ) -> None:
+        # RFC 6749 section 3.3: scope tokens are separated by U+0020, nothing else.
+        settings = replace(SETTINGS, policies={"scoped": Policy(
+            name="scoped", required_claims=(ClaimRule("scope", "contains", ("admin",)),),
+        )})
+        claims = {"sub": "a", "scope": scope}
+        assert reason(token(claims), settings=settings, context={"policy": "scoped"}) \
+            is expected
+
 
 class TestCache:
     def test_cache_never_serves_expired(self) -> None:

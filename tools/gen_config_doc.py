@@ -135,7 +135,9 @@ POLICY_FIELDS: dict[str, tuple[str | None, str]] = {
 CLAIM_TESTS: dict[str, str] = {
     "equals": "the claim is this one value (JSON types must agree: `true` is not `1`)",
     "one_of": "the claim is one of these values, e.g. `role` in `[admin, publisher]`",
-    "contains": "a word of a space-separated string (OAuth `scope`) or a member of an array",
+    "contains": "a word of a string whose words are separated by the space character "
+    "(U+0020) only, as OAuth `scope` is (RFC 6749 section 3.3; a tab or a no-break space "
+    "does not separate), or a member of an array",
 }
 
 
