@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.decision import Reason
-from authz.settings import ClaimRule, Network, Policy, Settings
+from authz.settings import DEFAULT_POLICY, ClaimRule, Network, Policy, Settings
 from authz.verify import TokenError
 
 POLICY_CONTEXT_KEY = "policy"
@@ -16,9 +16,12 @@ SUB_HEADER = "x-jwt-sub"
 
 
 def select_policy(context: Mapping[str, str], settings: Settings) -> Policy:
-    """The policy the route names in `context_extensions[policy]`, else the default."""
+    """The policy the route names in `context_extensions[policy]`, else the default.
+
+    `default` names the default policy whether or not the settings write it out.
+    """
     name = context.get(POLICY_CONTEXT_KEY)
-    if name is None:
+    if name is None or name == DEFAULT_POLICY:
         return settings.default_policy
     policy = settings.policies.get(name)
     if policy is None:

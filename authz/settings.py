@@ -23,6 +23,8 @@ import yaml
 from authz.addresses import split_host_port
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The default policy's name: routes naming it, or none, get `Settings.default_policy`.
+DEFAULT_POLICY = "default"
 JSONValue = Any
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -86,10 +88,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         # The policy for routes that name none: `policies.default`, else the flat settings.
-        configured = self.policies.get("default")
+        configured = self.policies.get(DEFAULT_POLICY)
         if configured is None:
             configured = Policy(
-                name="default",
+                name=DEFAULT_POLICY,
                 jwt_enabled=self.jwt_enabled,
                 allowed_networks=self.allowed_cidrs,
                 issuer=self.issuer,

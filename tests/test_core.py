@@ -413,6 +413,29 @@ class TestPolicies:
         assert reason(token(claims), settings=settings, context={"policy": "scoped"}) \
             is expected
 
+    def test_the_name_default_names_the_default_policy(self) -> None:
+        settings = replace(self.SETTINGS, allowed_cidrs=(ip_network("203.0.113.0/24"),))
+        named = run(token(), settings=settings, context={"policy": "default"})
+        unnamed = run(token(), settings=settings)
+        assert named == unnamed and named.reason is Reason.OK
+        assert reason(token(), settings=settings, context={"policy": "default"},
+                      source_ip="198.51.100.1") is Reason.IP_NOT_ALLOWED
+        assert reason(None, settings=settings, context={"policy": "default"}) \
+            is Reason.MISSING_TOKEN
+
+    def test_a_policy_written_out_as_default_is_the_default_for_both(self) -> None:
+        settings = replace(self.SETTINGS, policies={
+            **self.SETTINGS.policies,
+            "default": Policy(name="default", required_claims=(
+                ClaimRule("scope", "contains", ("read",)),
+            )),
+        })
+        reader = token({"sub": "a", "scope": "read"})
+        for context in ({}, {"policy": "default"}):
+            assert reason(reader, settings=settings, context=context) is Reason.OK
+            assert reason(token(), settings=settings, context=context) \
+                is Reason.INSUFFICIENT_SCOPE
+
 
 class TestCache:
     def test_cache_never_serves_expired(self) -> None:

@@ -224,10 +224,12 @@ def render() -> str:
         "## Per-route policies (`policies:` in the YAML file)",
         "",
         "An Envoy route names a policy in its ext_authz per-route `context_extensions` "
-        f"(key `{POLICY_CONTEXT_KEY}`). Routes that name none use the policy called `default` "
-        "when there is one, else the flat settings above. A route naming an undefined policy "
-        "is denied (403 `unknown_policy`). In a policy, a field left out (or null) takes the "
-        "flat setting's value.",
+        f"(key `{POLICY_CONTEXT_KEY}`; through the HTTP door, the `x-authz-policy` header). "
+        f"Routes that name none, and routes that name `{model.DEFAULT_POLICY}`, use the "
+        "default policy: the flat settings above, or the policy written out as "
+        f"`{model.DEFAULT_POLICY}` under `policies:`, which then replaces them for both. A "
+        "route naming an undefined policy is denied (403 `unknown_policy`). In a policy, a "
+        "field left out (or null) takes the flat setting's value.",
         "",
         "| field | left out: takes | meaning |",
         "|---|---|---|",
