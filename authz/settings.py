@@ -127,6 +127,9 @@ class SettingsError(ValueError):
 
 
 MIN_SECRET_BYTES = 32
+# Clock skew is seconds, at worst minutes: a leeway beyond this keeps long-expired tokens
+# valid (1e15 would accept a token that expired in 1990), so it is refused, not clamped.
+MAX_LEEWAY_SECONDS = 300
 # A secret file is a few lines; the cap keeps a wrong path (a log, /dev/zero) from eating memory.
 _MAX_SECRET_FILE_BYTES = 64 * 1024
 _LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
@@ -190,11 +193,15 @@ def _number(value: object) -> float:
     return number
 
 
-def _at_least(minimum: float, unit: str) -> Callable[[object], float]:
+def _within(
+    minimum: float, unit: str, maximum: float = math.inf
+) -> Callable[[object], float]:
     def convert(value: object) -> float:
         number = _number(value)
         if number < minimum:
             raise ValueError(f"must be at least {minimum:g} {unit}, got {number:g}")
+        if number > maximum:
+            raise ValueError(f"must be at most {maximum:g} {unit}, got {number:g}")
         return number
 
     return convert
@@ -323,11 +330,11 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "hs256_secret": _secret,
     "hs256_secret_file": _optional_text,
     "jwks_url": _jwks_url,
-    "jwks_refresh_seconds": _at_least(1, "second(s)"),
+    "jwks_refresh_seconds": _within(1, "second(s)"),
     "jwks_ca_file": _ca_file,
     "issuer": _optional_text,
     "audience": _string_list,
-    "leeway_seconds": _at_least(0, "seconds"),
+    "leeway_seconds": _within(0, "seconds", MAX_LEEWAY_SECONDS),
     "require_exp": _boolean,
     "allowed_cidrs": _cidrs,
     "jwt_enabled": _boolean,

@@ -361,6 +361,10 @@ def test_ams_errors_name_the_setting_and_the_file(tmp_path: Path) -> None:
         ("AUTHZ_JWKS_REFRESH_SECONDS", "nan", "finite"),
         ("AUTHZ_LEEWAY_SECONDS", "-1", "at least 0"),
         ("AUTHZ_LEEWAY_SECONDS", "inf", "finite"),
+        ("AUTHZ_LEEWAY_SECONDS", "nan", "finite"),
+        ("AUTHZ_LEEWAY_SECONDS", "-inf", "finite"),
+        ("AUTHZ_LEEWAY_SECONDS", "1e15", "at most 300 seconds"),
+        ("AUTHZ_LEEWAY_SECONDS", "300.5", "at most 300 seconds"),
         ("AUTHZ_REQUIRE_EXP", "maybe", "true/false"),
         ("AUTHZ_JWT_ENABLED", "enabled", "true/false"),
         ("AUTHZ_ALLOWED_CIDRS", "10.0.0.0/8,10.0.0.0/33", "10.0.0.0/33"),
@@ -437,6 +441,14 @@ def test_host_bits_are_masked() -> None:
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("fd00::/8"),
     )
+
+
+def test_leeway_up_to_the_cap(tmp_path: Path) -> None:
+    assert load_settings(None, None, {**KEYED, "AUTHZ_LEEWAY_SECONDS": "300"}).leeway_seconds == 300
+    assert load_settings(None, None, {**KEYED, "AUTHZ_LEEWAY_SECONDS": "0"}).leeway_seconds == 0
+    config = write(tmp_path, "authz.yaml", f"hs256_secret: {SECRET}\nleeway_seconds: 1.0e+15\n")
+    text = assert_clean(error_of(config=config), "AUTHZ_LEEWAY_SECONDS")
+    assert "at most 300 seconds" in text and "authz.yaml" in text
 
 
 @pytest.mark.parametrize("source", ["env", "yaml"])

@@ -83,8 +83,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "set: not checked.",
     ),
     "leeway_seconds": (
-        "a number, 0 or more",
-        "Clock skew allowed on `exp`, `nbf` and `iat`.",
+        f"a number of seconds, 0 to {model.MAX_LEEWAY_SECONDS}",
+        "Clock skew allowed on `exp`, `nbf` and `iat`. More than "
+        f"{model.MAX_LEEWAY_SECONDS} s is refused at start (exit 2): a large leeway keeps "
+        "long-expired tokens valid; keep the clocks right (NTP) instead.",
     ),
     "require_exp": (
         "true/false (also yes/no, on/off, 1/0)",
