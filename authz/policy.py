@@ -30,7 +30,11 @@ def select_policy(context: Mapping[str, str], settings: Settings) -> Policy:
 
 
 def ip_allowed(source_ip: str | None, networks: tuple[Network, ...]) -> bool:
-    """True when the filter is off, or the address (v4, v6, v4-mapped v6) is in a network."""
+    """True when the filter is off, or the address (v4, v6, v4-mapped v6) is in a network.
+
+    An IPv4-mapped address is compared in its IPv4 form, so it matches the IPv4 networks
+    exactly as the plain IPv4 address would (the settings read mapped networks as IPv4).
+    """
     if not networks:
         return True
     if source_ip is None:

@@ -242,14 +242,25 @@ def _cidrs(value: object) -> tuple[Network, ...]:
     Host bits are accepted and masked off (`10.1.2.3/8` is `10.0.0.0/8`), as Ant Media
     Server itself reads `remoteAllowedCIDR`, so an AMS properties file that works there
     works here; the prefix length, which decides what is allowed, is kept as written.
+    An IPv4-mapped IPv6 CIDR (`::ffff:10.0.0.0/104`) is read as its IPv4 form (`10.0.0.0/8`).
     """
     networks: list[Network] = []
     for item in _string_list(value):
         try:
-            networks.append(ipaddress.ip_network(item, strict=False))
+            networks.append(_ipv4_form(ipaddress.ip_network(item, strict=False)))
         except ValueError:
             raise ValueError(f"{_shown(item)} is not a valid CIDR or IP address") from None
     return tuple(dict.fromkeys(networks))
+
+
+def _ipv4_form(network: Network) -> Network:
+    # The IP filter compares an IPv4 client in its IPv4 form, also when Envoy reports it
+    # IPv4-mapped (`::ffff:10.1.2.3`), so a mapped network would never match anything.
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def _address(value: object) -> str:

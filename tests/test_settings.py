@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from authz.policy import ip_allowed
 from authz.settings import (
     ClaimRule,
     Policy,
@@ -449,6 +450,26 @@ def test_leeway_up_to_the_cap(tmp_path: Path) -> None:
     config = write(tmp_path, "authz.yaml", f"hs256_secret: {SECRET}\nleeway_seconds: 1.0e+15\n")
     text = assert_clean(error_of(config=config), "AUTHZ_LEEWAY_SECONDS")
     assert "at most 300 seconds" in text and "authz.yaml" in text
+
+
+def test_ipv4_mapped_cidrs_are_read_as_ipv4(tmp_path: Path) -> None:
+    settings = load_settings(None, None, {
+        **KEYED, "AUTHZ_ALLOWED_CIDRS": "::ffff:10.0.0.0/104,::ffff:192.0.2.1,10.0.0.0/8,fd00::/8",
+    })
+    assert settings.allowed_cidrs == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+    # Clients match the same way whether Envoy reports them as IPv4 or IPv4-mapped IPv6.
+    for client, allowed in [
+        ("10.1.2.3", True), ("::ffff:10.1.2.3", True), ("192.0.2.1", True),
+        ("::ffff:192.0.2.1", True), ("11.0.0.1", False), ("::ffff:11.0.0.1", False),
+        ("fd00::1", True), ("fe80::1", False),
+    ]:
+        assert ip_allowed(client, settings.allowed_cidrs) is allowed, client
+    policy = policies_of(tmp_path, "  office: {allowed_cidrs: ['::ffff:10.0.0.0/104']}\n")
+    assert policy.policies["office"].allowed_networks == (ipaddress.ip_network("10.0.0.0/8"),)
 
 
 @pytest.mark.parametrize("source", ["env", "yaml"])

@@ -97,7 +97,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "a list, or comma-separated text, of IPv4/IPv6 CIDRs; a bare address is one host",
         "The IP filter: the client address Envoy saw must be in one of these (reason "
         "`ip_not_allowed`, 403). Empty: off. Host bits are masked off (`10.1.2.3/8` means "
-        "`10.0.0.0/8`), as Ant Media reads `remoteAllowedCIDR`.",
+        "`10.0.0.0/8`), as Ant Media reads `remoteAllowedCIDR`. An IPv4 client matches the "
+        "IPv4 CIDRs also when Envoy reports it IPv4-mapped (`::ffff:10.1.2.3`), and only "
+        "those: an IPv4-mapped CIDR (`::ffff:10.0.0.0/104`) is read as its IPv4 form "
+        "(`10.0.0.0/8`), and an IPv6 CIDR such as `::/0` covers IPv6 clients only.",
     ),
     "jwt_enabled": (
         "true/false",
