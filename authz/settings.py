@@ -575,6 +575,35 @@ def _check_key_source(settings: Settings) -> None:
         raise SettingsError("AUTHZ_JWT_ENABLED", _NO_KEY)
 
 
+def start_warnings(settings: Settings) -> tuple[str, ...]:
+    """Valid settings that weaken the check: one line each, `<setting>: <why>`, to log at start.
+
+    Never quotes a secret or the JWKS URL (it may carry credentials).
+    """
+    warnings: list[str] = []
+    if not settings.jwt_enabled:
+        warnings.append(
+            "AUTHZ_JWT_ENABLED: the JWT check is off: requests pass without a token (reason "
+            "jwt_disabled) on every route whose policy does not turn it on"
+        )
+    if settings.jwks_url is not None:
+        # RFC 8725 3.8, 3.9, 3.12: an issuer's keys also sign ID tokens and tokens for its
+        # other services; without `iss` or `aud` checked, all of them pass here.
+        policies = {DEFAULT_POLICY: settings.default_policy, **settings.policies}
+        unchecked = [
+            name for name, policy in policies.items()
+            if policy.jwt_enabled and policy.issuer is None and not policy.audiences
+        ]
+        if unchecked:
+            warnings.append(
+                "AUTHZ_JWKS_URL: any token its keys sign is accepted, also one the issuer made "
+                "for another service, without an issuer or audience check "
+                f"(policies: {', '.join(unchecked)}): set AUTHZ_ISSUER or AUTHZ_AUDIENCE, or "
+                "the policy's issuer or audience (RFC 8725 sections 3.8, 3.9, 3.12)"
+            )
+    return tuple(warnings)
+
+
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 

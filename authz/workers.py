@@ -41,6 +41,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 log = logging.getLogger("authz.workers")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Each worker's environment names its supervisor's pid: what is done once per pod, such as
+# the warnings about the settings at start, is left to the supervisor.
+SUPERVISOR_ENV = "_AUTHZ_SUPERVISOR_PID"
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
 # A worker gets its own drain grace (authz.server.DRAIN_GRACE_SECONDS) plus this margin.
@@ -59,6 +62,11 @@ def parse_workers(text: str) -> int:
     if count < 1:
         raise ValueError(f"--workers must be at least 1, got {count}")
     return count
+
+
+def is_worker() -> bool:
+    """True in a worker process that `supervise` started."""
+    return os.environ.get(SUPERVISOR_ENV) == str(os.getppid())
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -170,6 +178,7 @@ def supervise(count: int, config: str | None, ams_properties: str | None) -> int
         for stale in directory.glob("*.db"):
             stale.unlink()
     env[MULTIPROC_ENV] = str(directory)
+    env[SUPERVISOR_ENV] = str(os.getpid())
     argv = [sys.executable, "-m", "authz.cli", "serve", *serve_args, "--workers", "1"]
     try:
         return _Supervisor(count, argv, env).run()

@@ -25,6 +25,7 @@ from authz.settings import (
     load_settings,
     parse_properties,
     read_secret_file,
+    start_warnings,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -746,6 +747,48 @@ def test_policy_errors(tmp_path: Path, body: str, setting: str, fragment: str) -
 
 def test_policies_must_be_a_mapping(tmp_path: Path) -> None:
     assert_clean(policy_error(tmp_path, "  - admin\n"), "policies")
+
+
+# ---- warnings at start ----
+
+JWKS = {"AUTHZ_JWKS_URL": "https://idp.example"}
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        (KEYED, []),
+        ({**KEYED, "AUTHZ_JWT_ENABLED": "false"}, ["AUTHZ_JWT_ENABLED"]),
+        ({"AUTHZ_JWT_ENABLED": "false"}, ["AUTHZ_JWT_ENABLED"]),
+        (JWKS, ["AUTHZ_JWKS_URL"]),
+        ({**JWKS, **KEYED}, ["AUTHZ_JWKS_URL"]),
+        ({**JWKS, "AUTHZ_ISSUER": "https://idp.example/"}, []),
+        ({**JWKS, "AUTHZ_AUDIENCE": "media-api"}, []),
+        ({**JWKS, "AUTHZ_JWT_ENABLED": "false"}, ["AUTHZ_JWT_ENABLED"]),
+    ],
+)
+def test_start_warnings(env: dict[str, str], warned: list[str]) -> None:
+    warnings = start_warnings(load_settings(None, None, env))
+    assert [text.split(":", 1)[0] for text in warnings] == warned
+    assert all("\n" not in text for text in warnings)
+    if "AUTHZ_JWKS_URL" in warned:
+        text = next(t for t in warnings if t.startswith("AUTHZ_JWKS_URL"))
+        assert "AUTHZ_ISSUER" in text and "AUTHZ_AUDIENCE" in text and "RFC 8725" in text
+        assert "idp.example" not in text  # the URL may carry credentials: never shown
+
+
+def test_jwks_warning_names_the_policies_without_issuer_or_audience(tmp_path: Path) -> None:
+    config = write(tmp_path, "authz.yaml", """
+jwks_url: https://idp.example
+issuer: https://idp.example/
+policies:
+  strict: {}
+  loose: {issuer: "", audience: []}
+  public: {jwt_enabled: false, issuer: ""}
+""")
+    warnings = start_warnings(load_settings(config, None, {}))
+    assert len(warnings) == 1
+    assert warnings[0].startswith("AUTHZ_JWKS_URL: ") and "policies: loose" in warnings[0]
 
 
 # ---- examples ----

@@ -60,7 +60,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Where the JSON Web Key Set for RS*/PS*/ES*/EdDSA tokens is fetched. A bare origin "
         "such as `https://tenant.auth0.com` means `<origin>/.well-known/jwks.json`. authz is "
         "not ready until the first fetch succeeds; a failed, slow, oversized or malformed "
-        "answer never replaces the last good key set.",
+        "answer never replaces the last good key set. Pair it with `issuer` or `audience`: "
+        "an issuer's keys also sign its ID tokens and tokens for its other services, so "
+        "without either check all of them pass, and authz logs a warning at start naming the "
+        "policies concerned (RFC 8725 sections 3.8, 3.9, 3.12).",
     ),
     "jwks_refresh_seconds": (
         "a number, at least 1",
@@ -105,7 +108,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "jwt_enabled": (
         "true/false",
         "`false` turns the JWT check off (Ant Media's `jwtControlEnabled`): requests pass "
-        "with reason `jwt_disabled`; the IP filter still applies.",
+        "with reason `jwt_disabled`; the IP filter still applies. authz logs a warning at "
+        "start while it is off (once, also with `--workers N`).",
     ),
     "log_level": (
         "`debug`, `info`, `warning`, `error`",
