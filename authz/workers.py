@@ -9,7 +9,9 @@ per Envoy worker thread, so N authz workers pay off behind an Envoy with several
 
 Metrics: the parent points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker
 starts (prometheus_client picks its storage at import), and every worker's `/metrics`
-answers with all workers' samples merged, so a scrape may land on any of them.
+answers with all workers' samples merged, so a scrape may land on any of them. The gauges
+count live workers only: when the parent reaps a worker it deletes that worker's gauge
+files (`mark_process_dead`); its counters stay, since a counter must never go down.
 
 The parent only supervises (and a worker whose parent dies, even by SIGKILL, gets SIGTERM
 from the kernel and drains):
@@ -37,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import mark_process_dead
 
 log = logging.getLogger("authz.workers")
 
@@ -123,6 +126,8 @@ class _Supervisor:
                 code = worker.poll()
                 if code is None or self._stopping:
                     continue
+                # Before the replacement starts: a reused pid must not lose its new files.
+                mark_process_dead(worker.pid, self._env[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
                 now = time.monotonic()
                 self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_SECONDS]
                 self._deaths.append(now)
