@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -11,10 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from authz.observability import setup_logging
-from authz.settings import Settings, SettingsError, load_settings
+from authz.settings import Settings, SettingsError, load_settings, start_warnings
 
 EXIT_INVALID_SETTINGS = 2
 EXIT_USAGE = 2
+
+log = logging.getLogger("authz.cli")
 
 
 def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,10 +37,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from authz.server import run
-    from authz.workers import metrics_registry, supervise
+    from authz.workers import is_worker, metrics_registry, supervise
 
     settings = _settings(args)
     setup_logging(settings.log_level)
+    if not is_worker():  # once per pod: a worker leaves them to its supervisor
+        for warning in start_warnings(settings):
+            log.warning(warning)
     if args.workers > 1:
         return supervise(args.workers, args.config, args.ams_properties)
     return asyncio.run(run(settings, metrics_registry()))

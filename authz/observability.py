@@ -28,19 +28,23 @@ CHECK_DURATION = Histogram(
 JWKS_REFRESHES = Counter(
     "authz_jwks_refreshes", "JWKS fetches, by result.", ["result"]
 )
+# Gauges under `--workers N`: each worker writes its own value, a scrape shows the largest
+# of the live workers' (a dead worker's file is dropped when the supervisor reaps it, so
+# its last value, e.g. a failure count, does not linger). Largest means: the key count and
+# last success of the freshest worker, the failure count of the worst one.
 JWKS_KEYS = Gauge(
     "authz_jwks_keys", "Usable signing keys in the current JWKS key set.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 JWKS_LAST_SUCCESS = Gauge(
     "authz_jwks_last_success_timestamp_seconds",
     "Unix time of the last successful JWKS fetch.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 JWKS_CONSECUTIVE_FAILURES = Gauge(
     "authz_jwks_consecutive_failures",
     "JWKS fetches failed in a row since the last success (0 = the key set is fresh).",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 SECRET_RELOADS = Counter(
     "authz_secret_reloads", "HS256 secret file loads (at start, after each change), by result.",
@@ -57,7 +61,7 @@ CHECKS_BY_TRANSPORT = Counter(
 )
 BUILD_INFO = Gauge(
     "authz_build_info", "Always 1; the version label names the running build.", ["version"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 
 # Label children bound once: the hot path never looks a label set up.

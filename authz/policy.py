@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.decision import Reason
-from authz.settings import ClaimRule, Network, Policy, Settings
+from authz.settings import DEFAULT_POLICY, ClaimRule, Network, Policy, Settings
 from authz.verify import TokenError
 
 POLICY_CONTEXT_KEY = "policy"
@@ -16,9 +16,12 @@ SUB_HEADER = "x-jwt-sub"
 
 
 def select_policy(context: Mapping[str, str], settings: Settings) -> Policy:
-    """The policy the route names in `context_extensions[policy]`, else the default."""
+    """The policy the route names in `context_extensions[policy]`, else the default.
+
+    `default` names the default policy whether or not the settings write it out.
+    """
     name = context.get(POLICY_CONTEXT_KEY)
-    if name is None:
+    if name is None or name == DEFAULT_POLICY:
         return settings.default_policy
     policy = settings.policies.get(name)
     if policy is None:
@@ -27,7 +30,11 @@ def select_policy(context: Mapping[str, str], settings: Settings) -> Policy:
 
 
 def ip_allowed(source_ip: str | None, networks: tuple[Network, ...]) -> bool:
-    """True when the filter is off, or the address (v4, v6, v4-mapped v6) is in a network."""
+    """True when the filter is off, or the address (v4, v6, v4-mapped v6) is in a network.
+
+    An IPv4-mapped address is compared in its IPv4 form, so it matches the IPv4 networks
+    exactly as the plain IPv4 address would (the settings read mapped networks as IPv4).
+    """
     if not networks:
         return True
     if source_ip is None:
@@ -57,7 +64,9 @@ def _rule_holds(rule: ClaimRule, claims: Mapping[str, Any]) -> bool:
         return False
     value = claims[rule.claim]
     if rule.op == "contains":
-        words = value.split() if isinstance(value, str) else value
+        # RFC 6749 section 3.3: scope tokens are separated by the space character only;
+        # str.split() would also split on tabs, newlines and NO-BREAK SPACE.
+        words = [w for w in value.split(" ") if w] if isinstance(value, str) else value
         return isinstance(words, list) and any(
             _same(word, wanted) for word in words for wanted in rule.values
         )

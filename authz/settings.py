@@ -23,6 +23,8 @@ import yaml
 from authz.addresses import split_host_port
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The default policy's name: routes naming it, or none, get `Settings.default_policy`.
+DEFAULT_POLICY = "default"
 JSONValue = Any
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -31,7 +33,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 class ClaimRule:
     """A required claim: `equals` one value, is `one_of` several, or `contains` a word.
 
-    `contains` matches a space-separated string (OAuth `scope`) or an array member.
+    `contains` matches a word of a string split on U+0020 only (an OAuth `scope`, RFC 6749
+    section 3.3) or an array member.
     """
 
     claim: str
@@ -85,10 +88,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         # The policy for routes that name none: `policies.default`, else the flat settings.
-        configured = self.policies.get("default")
+        configured = self.policies.get(DEFAULT_POLICY)
         if configured is None:
             configured = Policy(
-                name="default",
+                name=DEFAULT_POLICY,
                 jwt_enabled=self.jwt_enabled,
                 allowed_networks=self.allowed_cidrs,
                 issuer=self.issuer,
@@ -124,6 +127,9 @@ class SettingsError(ValueError):
 
 
 MIN_SECRET_BYTES = 32
+# Clock skew is seconds, at worst minutes: a leeway beyond this keeps long-expired tokens
+# valid (1e15 would accept a token that expired in 1990), so it is refused, not clamped.
+MAX_LEEWAY_SECONDS = 300
 # A secret file is a few lines; the cap keeps a wrong path (a log, /dev/zero) from eating memory.
 _MAX_SECRET_FILE_BYTES = 64 * 1024
 _LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
@@ -187,11 +193,15 @@ def _number(value: object) -> float:
     return number
 
 
-def _at_least(minimum: float, unit: str) -> Callable[[object], float]:
+def _within(
+    minimum: float, unit: str, maximum: float = math.inf
+) -> Callable[[object], float]:
     def convert(value: object) -> float:
         number = _number(value)
         if number < minimum:
             raise ValueError(f"must be at least {minimum:g} {unit}, got {number:g}")
+        if number > maximum:
+            raise ValueError(f"must be at most {maximum:g} {unit}, got {number:g}")
         return number
 
     return convert
@@ -232,14 +242,25 @@ def _cidrs(value: object) -> tuple[Network, ...]:
     Host bits are accepted and masked off (`10.1.2.3/8` is `10.0.0.0/8`), as Ant Media
     Server itself reads `remoteAllowedCIDR`, so an AMS properties file that works there
     works here; the prefix length, which decides what is allowed, is kept as written.
+    An IPv4-mapped IPv6 CIDR (`::ffff:10.0.0.0/104`) is read as its IPv4 form (`10.0.0.0/8`).
     """
     networks: list[Network] = []
     for item in _string_list(value):
         try:
-            networks.append(ipaddress.ip_network(item, strict=False))
+            networks.append(_ipv4_form(ipaddress.ip_network(item, strict=False)))
         except ValueError:
             raise ValueError(f"{_shown(item)} is not a valid CIDR or IP address") from None
     return tuple(dict.fromkeys(networks))
+
+
+def _ipv4_form(network: Network) -> Network:
+    # The IP filter compares an IPv4 client in its IPv4 form, also when Envoy reports it
+    # IPv4-mapped (`::ffff:10.1.2.3`), so a mapped network would never match anything.
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def _address(value: object) -> str:
@@ -320,11 +341,11 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "hs256_secret": _secret,
     "hs256_secret_file": _optional_text,
     "jwks_url": _jwks_url,
-    "jwks_refresh_seconds": _at_least(1, "second(s)"),
+    "jwks_refresh_seconds": _within(1, "second(s)"),
     "jwks_ca_file": _ca_file,
     "issuer": _optional_text,
     "audience": _string_list,
-    "leeway_seconds": _at_least(0, "seconds"),
+    "leeway_seconds": _within(0, "seconds", MAX_LEEWAY_SECONDS),
     "require_exp": _boolean,
     "allowed_cidrs": _cidrs,
     "jwt_enabled": _boolean,
@@ -552,6 +573,35 @@ def _has_key_source(settings: Settings) -> bool:
 def _check_key_source(settings: Settings) -> None:
     if settings.jwt_enabled and not _has_key_source(settings):
         raise SettingsError("AUTHZ_JWT_ENABLED", _NO_KEY)
+
+
+def start_warnings(settings: Settings) -> tuple[str, ...]:
+    """Valid settings that weaken the check: one line each, `<setting>: <why>`, to log at start.
+
+    Never quotes a secret or the JWKS URL (it may carry credentials).
+    """
+    warnings: list[str] = []
+    if not settings.jwt_enabled:
+        warnings.append(
+            "AUTHZ_JWT_ENABLED: the JWT check is off: requests pass without a token (reason "
+            "jwt_disabled) on every route whose policy does not turn it on"
+        )
+    if settings.jwks_url is not None:
+        # RFC 8725 3.8, 3.9, 3.12: an issuer's keys also sign ID tokens and tokens for its
+        # other services; without `iss` or `aud` checked, all of them pass here.
+        policies = {DEFAULT_POLICY: settings.default_policy, **settings.policies}
+        unchecked = [
+            name for name, policy in policies.items()
+            if policy.jwt_enabled and policy.issuer is None and not policy.audiences
+        ]
+        if unchecked:
+            warnings.append(
+                "AUTHZ_JWKS_URL: any token its keys sign is accepted, also one the issuer made "
+                "for another service, without an issuer or audience check "
+                f"(policies: {', '.join(unchecked)}): set AUTHZ_ISSUER or AUTHZ_AUDIENCE, or "
+                "the policy's issuer or audience (RFC 8725 sections 3.8, 3.9, 3.12)"
+            )
+    return tuple(warnings)
 
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})

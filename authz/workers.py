@@ -9,7 +9,9 @@ per Envoy worker thread, so N authz workers pay off behind an Envoy with several
 
 Metrics: the parent points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any worker
 starts (prometheus_client picks its storage at import), and every worker's `/metrics`
-answers with all workers' samples merged, so a scrape may land on any of them.
+answers with all workers' samples merged, so a scrape may land on any of them. The gauges
+count live workers only: when the parent reaps a worker it deletes that worker's gauge
+files (`mark_process_dead`); its counters stay, since a counter must never go down.
 
 The parent only supervises (and a worker whose parent dies, even by SIGKILL, gets SIGTERM
 from the kernel and drains):
@@ -37,10 +39,14 @@ from pathlib import Path
 from types import FrameType
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import mark_process_dead
 
 log = logging.getLogger("authz.workers")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Each worker's environment names its supervisor's pid: what is done once per pod, such as
+# the warnings about the settings at start, is left to the supervisor.
+SUPERVISOR_ENV = "_AUTHZ_SUPERVISOR_PID"
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
 # A worker gets its own drain grace (authz.server.DRAIN_GRACE_SECONDS) plus this margin.
@@ -59,6 +65,11 @@ def parse_workers(text: str) -> int:
     if count < 1:
         raise ValueError(f"--workers must be at least 1, got {count}")
     return count
+
+
+def is_worker() -> bool:
+    """True in a worker process that `supervise` started."""
+    return os.environ.get(SUPERVISOR_ENV) == str(os.getppid())
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -115,6 +126,8 @@ class _Supervisor:
                 code = worker.poll()
                 if code is None or self._stopping:
                     continue
+                # Before the replacement starts: a reused pid must not lose its new files.
+                mark_process_dead(worker.pid, self._env[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
                 now = time.monotonic()
                 self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_SECONDS]
                 self._deaths.append(now)
@@ -170,6 +183,7 @@ def supervise(count: int, config: str | None, ams_properties: str | None) -> int
         for stale in directory.glob("*.db"):
             stale.unlink()
     env[MULTIPROC_ENV] = str(directory)
+    env[SUPERVISOR_ENV] = str(os.getpid())
     argv = [sys.executable, "-m", "authz.cli", "serve", *serve_args, "--workers", "1"]
     try:
         return _Supervisor(count, argv, env).run()

@@ -33,7 +33,9 @@ from tests.harness import (
     request,
     run_authz,
     run_envoy,
+    wait_until,
 )
+from tests.jwks_server import JWKSServer
 
 OTHER_SECRET = "a-second-secret-that-is-32-bytes-long!"
 POLICIES = """
@@ -236,6 +238,63 @@ class TestToken:
         token = done.stdout.removesuffix("\n")
         assert "\n" not in token and token.count(".") == 2
         assert payload(token)["sub"] == "me"
+
+
+# ---- authz serve ----
+
+
+def _log_entries(authz: Authz) -> list[dict[str, Any]]:
+    entries = []
+    for line in authz.logs().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def _started(authz: Authz, processes: int = 1) -> bool:
+    """`processes` serving lines are logged, or the process is gone."""
+    serving = [e for e in _log_entries(authz) if e.get("msg") == "serving"]
+    return authz.process.poll() is not None or len(serving) >= processes
+
+
+def _warnings(authz: Authz, setting: str) -> list[str]:
+    return [
+        e["msg"] for e in _log_entries(authz)
+        if e.get("level") == "warning" and str(e.get("msg", "")).startswith(f"{setting}: ")
+    ]
+
+
+class TestServe:
+    @pytest.mark.parametrize("leeway", ["1e15", "301"])
+    def test_a_leeway_above_the_cap_exits_2_naming_the_setting(self, leeway: str) -> None:
+        with run_authz({"AUTHZ_LEEWAY_SECONDS": leeway}, wait_ready=False) as authz:
+            wait_until(lambda: _started(authz), what="authz to exit or serve")
+            assert authz.process.poll() == 2  # exited at once, never served
+            lines = authz.logs().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("authz: AUTHZ_LEEWAY_SECONDS: must be at most 300 seconds")
+
+    def test_jwt_off_is_warned_once_per_pod(self) -> None:
+        with run_authz({"AUTHZ_JWT_ENABLED": "false"}, args=("--workers", "2")) as authz:
+            wait_until(lambda: _started(authz, processes=2), what="both workers serving")
+            warned = _warnings(authz, "AUTHZ_JWT_ENABLED")
+            assert authz.stop() == 0
+        assert len(warned) == 1, warned
+        assert "jwt_disabled" in warned[0]
+
+    def test_a_jwks_without_issuer_or_audience_is_warned(self) -> None:
+        with JWKSServer() as keys, run_authz(
+            {"AUTHZ_JWKS_URL": keys.url}, wait_ready=False
+        ) as authz:
+            wait_until(lambda: _started(authz), what="authz serving")
+            warned = _warnings(authz, "AUTHZ_JWKS_URL")
+            assert authz.stop() == 0
+        assert len(warned) == 1, warned
+        assert "RFC 8725" in warned[0]
 
 
 # ---- authz check ----

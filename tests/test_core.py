@@ -388,6 +388,54 @@ class TestPolicies:
             is Reason.JWT_DISABLED
         assert reason(None, settings=self.SETTINGS) is Reason.MISSING_TOKEN
 
+    @pytest.mark.parametrize(
+        ("scope", "expected"),
+        [
+            ("read admin", Reason.OK),
+            ("admin", Reason.OK),
+            ("read  admin ", Reason.OK),
+            ("read\u00a0admin", Reason.INSUFFICIENT_SCOPE),
+            ("read\tadmin", Reason.INSUFFICIENT_SCOPE),
+            ("read\nadmin", Reason.INSUFFICIENT_SCOPE),
+            ("read\u2003admin", Reason.INSUFFICIENT_SCOPE),
+            ("read\u3000admin", Reason.INSUFFICIENT_SCOPE),
+            ("\u00a0admin", Reason.INSUFFICIENT_SCOPE),
+        ],
+    )
+    def test_contains_splits_scopes_on_the_space_character_only(
+        self, scope: str, expected: Reason
+    ) -> None:
+        # RFC 6749 section 3.3: scope tokens are separated by U+0020, nothing else.
+        settings = replace(SETTINGS, policies={"scoped": Policy(
+            name="scoped", required_claims=(ClaimRule("scope", "contains", ("admin",)),),
+        )})
+        claims = {"sub": "a", "scope": scope}
+        assert reason(token(claims), settings=settings, context={"policy": "scoped"}) \
+            is expected
+
+    def test_the_name_default_names_the_default_policy(self) -> None:
+        settings = replace(self.SETTINGS, allowed_cidrs=(ip_network("203.0.113.0/24"),))
+        named = run(token(), settings=settings, context={"policy": "default"})
+        unnamed = run(token(), settings=settings)
+        assert named == unnamed and named.reason is Reason.OK
+        assert reason(token(), settings=settings, context={"policy": "default"},
+                      source_ip="198.51.100.1") is Reason.IP_NOT_ALLOWED
+        assert reason(None, settings=settings, context={"policy": "default"}) \
+            is Reason.MISSING_TOKEN
+
+    def test_a_policy_written_out_as_default_is_the_default_for_both(self) -> None:
+        settings = replace(self.SETTINGS, policies={
+            **self.SETTINGS.policies,
+            "default": Policy(name="default", required_claims=(
+                ClaimRule("scope", "contains", ("read",)),
+            )),
+        })
+        reader = token({"sub": "a", "scope": "read"})
+        for context in ({}, {"policy": "default"}):
+            assert reason(reader, settings=settings, context=context) is Reason.OK
+            assert reason(token(), settings=settings, context=context) \
+                is Reason.INSUFFICIENT_SCOPE
+
 
 class TestCache:
     def test_cache_never_serves_expired(self) -> None:

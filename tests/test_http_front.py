@@ -168,6 +168,17 @@ def test_policy_header_selects_the_route_policy(port: int) -> None:
     assert unknown.json()["reason"] == "unknown_policy"
 
 
+def test_policy_header_default_names_the_default_policy(port: int) -> None:
+    plain = _token(sub="a")
+    allowed = _ask(port, {"authorization": plain, "x-authz-policy": "default"})
+    assert allowed.status == 200
+    assert allowed.headers["x-jwt-sub"] == "a"
+    outside = _ask(port, {"authorization": plain, "x-authz-policy": "default",
+                          "x-authz-client-ip": "192.0.2.1"})
+    assert outside.status == 403
+    assert outside.json()["reason"] == "ip_not_allowed"
+
+
 def test_repeated_policy_is_refused(port: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

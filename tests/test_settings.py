@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from authz.policy import ip_allowed
 from authz.settings import (
     ClaimRule,
     Policy,
@@ -24,6 +25,7 @@ from authz.settings import (
     load_settings,
     parse_properties,
     read_secret_file,
+    start_warnings,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -361,6 +363,10 @@ def test_ams_errors_name_the_setting_and_the_file(tmp_path: Path) -> None:
         ("AUTHZ_JWKS_REFRESH_SECONDS", "nan", "finite"),
         ("AUTHZ_LEEWAY_SECONDS", "-1", "at least 0"),
         ("AUTHZ_LEEWAY_SECONDS", "inf", "finite"),
+        ("AUTHZ_LEEWAY_SECONDS", "nan", "finite"),
+        ("AUTHZ_LEEWAY_SECONDS", "-inf", "finite"),
+        ("AUTHZ_LEEWAY_SECONDS", "1e15", "at most 300 seconds"),
+        ("AUTHZ_LEEWAY_SECONDS", "300.5", "at most 300 seconds"),
         ("AUTHZ_REQUIRE_EXP", "maybe", "true/false"),
         ("AUTHZ_JWT_ENABLED", "enabled", "true/false"),
         ("AUTHZ_ALLOWED_CIDRS", "10.0.0.0/8,10.0.0.0/33", "10.0.0.0/33"),
@@ -437,6 +443,34 @@ def test_host_bits_are_masked() -> None:
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("fd00::/8"),
     )
+
+
+def test_leeway_up_to_the_cap(tmp_path: Path) -> None:
+    assert load_settings(None, None, {**KEYED, "AUTHZ_LEEWAY_SECONDS": "300"}).leeway_seconds == 300
+    assert load_settings(None, None, {**KEYED, "AUTHZ_LEEWAY_SECONDS": "0"}).leeway_seconds == 0
+    config = write(tmp_path, "authz.yaml", f"hs256_secret: {SECRET}\nleeway_seconds: 1.0e+15\n")
+    text = assert_clean(error_of(config=config), "AUTHZ_LEEWAY_SECONDS")
+    assert "at most 300 seconds" in text and "authz.yaml" in text
+
+
+def test_ipv4_mapped_cidrs_are_read_as_ipv4(tmp_path: Path) -> None:
+    settings = load_settings(None, None, {
+        **KEYED, "AUTHZ_ALLOWED_CIDRS": "::ffff:10.0.0.0/104,::ffff:192.0.2.1,10.0.0.0/8,fd00::/8",
+    })
+    assert settings.allowed_cidrs == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+    # Clients match the same way whether Envoy reports them as IPv4 or IPv4-mapped IPv6.
+    for client, allowed in [
+        ("10.1.2.3", True), ("::ffff:10.1.2.3", True), ("192.0.2.1", True),
+        ("::ffff:192.0.2.1", True), ("11.0.0.1", False), ("::ffff:11.0.0.1", False),
+        ("fd00::1", True), ("fe80::1", False),
+    ]:
+        assert ip_allowed(client, settings.allowed_cidrs) is allowed, client
+    policy = policies_of(tmp_path, "  office: {allowed_cidrs: ['::ffff:10.0.0.0/104']}\n")
+    assert policy.policies["office"].allowed_networks == (ipaddress.ip_network("10.0.0.0/8"),)
 
 
 @pytest.mark.parametrize("source", ["env", "yaml"])
@@ -713,6 +747,48 @@ def test_policy_errors(tmp_path: Path, body: str, setting: str, fragment: str) -
 
 def test_policies_must_be_a_mapping(tmp_path: Path) -> None:
     assert_clean(policy_error(tmp_path, "  - admin\n"), "policies")
+
+
+# ---- warnings at start ----
+
+JWKS = {"AUTHZ_JWKS_URL": "https://idp.example"}
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        (KEYED, []),
+        ({**KEYED, "AUTHZ_JWT_ENABLED": "false"}, ["AUTHZ_JWT_ENABLED"]),
+        ({"AUTHZ_JWT_ENABLED": "false"}, ["AUTHZ_JWT_ENABLED"]),
+        (JWKS, ["AUTHZ_JWKS_URL"]),
+        ({**JWKS, **KEYED}, ["AUTHZ_JWKS_URL"]),
+        ({**JWKS, "AUTHZ_ISSUER": "https://idp.example/"}, []),
+        ({**JWKS, "AUTHZ_AUDIENCE": "media-api"}, []),
+        ({**JWKS, "AUTHZ_JWT_ENABLED": "false"}, ["AUTHZ_JWT_ENABLED"]),
+    ],
+)
+def test_start_warnings(env: dict[str, str], warned: list[str]) -> None:
+    warnings = start_warnings(load_settings(None, None, env))
+    assert [text.split(":", 1)[0] for text in warnings] == warned
+    assert all("\n" not in text for text in warnings)
+    if "AUTHZ_JWKS_URL" in warned:
+        text = next(t for t in warnings if t.startswith("AUTHZ_JWKS_URL"))
+        assert "AUTHZ_ISSUER" in text and "AUTHZ_AUDIENCE" in text and "RFC 8725" in text
+        assert "idp.example" not in text  # the URL may carry credentials: never shown
+
+
+def test_jwks_warning_names_the_policies_without_issuer_or_audience(tmp_path: Path) -> None:
+    config = write(tmp_path, "authz.yaml", """
+jwks_url: https://idp.example
+issuer: https://idp.example/
+policies:
+  strict: {}
+  loose: {issuer: "", audience: []}
+  public: {jwt_enabled: false, issuer: ""}
+""")
+    warnings = start_warnings(load_settings(config, None, {}))
+    assert len(warnings) == 1
+    assert warnings[0].startswith("AUTHZ_JWKS_URL: ") and "policies: loose" in warnings[0]
 
 
 # ---- examples ----

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
@@ -17,6 +18,7 @@ from authz.grpc_front import CHECK_METHOD_PATH
 from authz.mint import mint_hmac
 from authz.workers import parse_workers
 from tests.harness import SECRET, Authz, request, run_authz, wait_until
+from tests.jwks_server import JWKSServer, jwk, jwks
 
 CONNECTIONS = 24
 CHECKS_PER_CONNECTION = 5
@@ -55,6 +57,22 @@ def _scraped_checks(authz: Authz, decision: str) -> float:
             re.MULTILINE,
         )
     )
+
+
+def _gauge_of(metrics_dir: Path, pid: int, name: str) -> float | None:
+    """The value gauge `name` has in worker `pid`'s own metric file."""
+    files = [str(f) for f in metrics_dir.glob(f"gauge_*_{pid}.db")]
+    for metric in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+        for sample in metric.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
+
+
+def _scraped(authz: Authz, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", authz.metrics(), re.MULTILINE)
+    assert match is not None, f"{name} not in the scrape"
+    return float(match[1])
 
 
 def _both_listening(authz: Authz, metrics_dir: Path) -> bool:
@@ -127,6 +145,58 @@ def test_a_dead_worker_is_restarted() -> None:
         time.sleep(1.0)  # let the replacement start serving before the drain
         assert authz.stop(signal.SIGTERM) == 0
         assert "worker died: restarted" in authz.logs()
+
+
+FAILURES = "authz_jwks_consecutive_failures"
+KEYS = "authz_jwks_keys"
+
+
+def test_a_dead_workers_gauges_leave_the_scrape(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    key_a, key_b = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    with JWKSServer(jwks(jwk(key_a, "a"), jwk(key_b, "b"))) as server, run_authz(
+        {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "AUTHZ_JWKS_URL": server.url,
+         "AUTHZ_JWKS_REFRESH_SECONDS": "1"},
+        args=("--workers", "2"),
+    ) as authz:
+        wait_until(lambda: _both_listening(authz, metrics_dir), timeout=30,
+                   what="both workers listening")
+        workers = _worker_pids(authz.process.pid)
+        wait_until(lambda: all(_gauge_of(metrics_dir, pid, KEYS) == 2 for pid in workers),
+                   what="both workers holding the two keys")
+        # The JWKS fails: both workers count failures; then one of them dies.
+        server.status = 503
+        wait_until(
+            lambda: all((_gauge_of(metrics_dir, pid, FAILURES) or 0) >= 1 for pid in workers),
+            what="both workers failing",
+        )
+        victim, survivor = workers
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(pids := _worker_pids(authz.process.pid)) == 2 and victim not in pids,
+            what="a replacement worker",
+        )
+        (replacement,) = set(_worker_pids(authz.process.pid)) - {survivor}
+        # The JWKS recovers with one key; the live workers load it.
+        server.body = jwks(jwk(key_a, "a"))
+        server.status = 200
+        wait_until(
+            lambda: all(
+                (_gauge_of(metrics_dir, pid, FAILURES), _gauge_of(metrics_dir, pid, KEYS)) == (0, 1)
+                for pid in (survivor, replacement)
+            ),
+            timeout=30,
+            what="the live workers to recover",
+        )
+        # Whichever worker answers, the dead one's failures and stale key count are gone.
+        for _ in range(4):
+            assert _scraped(authz, FAILURES) == 0
+            assert _scraped(authz, KEYS) == 1
+        assert not list(metrics_dir.glob(f"gauge_*_{victim}.db"))
+        # Its counters stay: a counter must never go down.
+        assert list(metrics_dir.glob(f"counter_{victim}.db"))
+        assert authz.stop(signal.SIGTERM) == 0
 
 
 def test_workers_do_not_outlive_a_killed_parent() -> None:

@@ -60,7 +60,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Where the JSON Web Key Set for RS*/PS*/ES*/EdDSA tokens is fetched. A bare origin "
         "such as `https://tenant.auth0.com` means `<origin>/.well-known/jwks.json`. authz is "
         "not ready until the first fetch succeeds; a failed, slow, oversized or malformed "
-        "answer never replaces the last good key set.",
+        "answer never replaces the last good key set. Pair it with `issuer` or `audience`: "
+        "an issuer's keys also sign its ID tokens and tokens for its other services, so "
+        "without either check all of them pass, and authz logs a warning at start naming the "
+        "policies concerned (RFC 8725 sections 3.8, 3.9, 3.12).",
     ),
     "jwks_refresh_seconds": (
         "a number, at least 1",
@@ -83,8 +86,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "set: not checked.",
     ),
     "leeway_seconds": (
-        "a number, 0 or more",
-        "Clock skew allowed on `exp`, `nbf` and `iat`.",
+        f"a number of seconds, 0 to {model.MAX_LEEWAY_SECONDS}",
+        "Clock skew allowed on `exp`, `nbf` and `iat`. More than "
+        f"{model.MAX_LEEWAY_SECONDS} s is refused at start (exit 2): a large leeway keeps "
+        "long-expired tokens valid; keep the clocks right (NTP) instead.",
     ),
     "require_exp": (
         "true/false (also yes/no, on/off, 1/0)",
@@ -95,12 +100,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "a list, or comma-separated text, of IPv4/IPv6 CIDRs; a bare address is one host",
         "The IP filter: the client address Envoy saw must be in one of these (reason "
         "`ip_not_allowed`, 403). Empty: off. Host bits are masked off (`10.1.2.3/8` means "
-        "`10.0.0.0/8`), as Ant Media reads `remoteAllowedCIDR`.",
+        "`10.0.0.0/8`), as Ant Media reads `remoteAllowedCIDR`. An IPv4 client matches the "
+        "IPv4 CIDRs also when Envoy reports it IPv4-mapped (`::ffff:10.1.2.3`), and only "
+        "those: an IPv4-mapped CIDR (`::ffff:10.0.0.0/104`) is read as its IPv4 form "
+        "(`10.0.0.0/8`), and an IPv6 CIDR such as `::/0` covers IPv6 clients only.",
     ),
     "jwt_enabled": (
         "true/false",
         "`false` turns the JWT check off (Ant Media's `jwtControlEnabled`): requests pass "
-        "with reason `jwt_disabled`; the IP filter still applies.",
+        "with reason `jwt_disabled`; the IP filter still applies. authz logs a warning at "
+        "start while it is off (once, also with `--workers N`).",
     ),
     "log_level": (
         "`debug`, `info`, `warning`, `error`",
@@ -135,7 +144,9 @@ POLICY_FIELDS: dict[str, tuple[str | None, str]] = {
 CLAIM_TESTS: dict[str, str] = {
     "equals": "the claim is this one value (JSON types must agree: `true` is not `1`)",
     "one_of": "the claim is one of these values, e.g. `role` in `[admin, publisher]`",
-    "contains": "a word of a space-separated string (OAuth `scope`) or a member of an array",
+    "contains": "a word of a string whose words are separated by the space character "
+    "(U+0020) only, as OAuth `scope` is (RFC 6749 section 3.3; a tab or a no-break space "
+    "does not separate), or a member of an array",
 }
 
 
@@ -222,10 +233,12 @@ def render() -> str:
         "## Per-route policies (`policies:` in the YAML file)",
         "",
         "An Envoy route names a policy in its ext_authz per-route `context_extensions` "
-        f"(key `{POLICY_CONTEXT_KEY}`). Routes that name none use the policy called `default` "
-        "when there is one, else the flat settings above. A route naming an undefined policy "
-        "is denied (403 `unknown_policy`). In a policy, a field left out (or null) takes the "
-        "flat setting's value.",
+        f"(key `{POLICY_CONTEXT_KEY}`; through the HTTP door, the `x-authz-policy` header). "
+        f"Routes that name none, and routes that name `{model.DEFAULT_POLICY}`, use the "
+        "default policy: the flat settings above, or the policy written out as "
+        f"`{model.DEFAULT_POLICY}` under `policies:`, which then replaces them for both. A "
+        "route naming an undefined policy is denied (403 `unknown_policy`). In a policy, a "
+        "field left out (or null) takes the flat setting's value.",
         "",
         "| field | left out: takes | meaning |",
         "|---|---|---|",
