@@ -159,10 +159,12 @@ def _audiences(claims: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _verify_hmac(alg: str, signing_input: bytes, signature: bytes, keys: KeySnapshot) -> str:
-    if not keys.secrets:
+    fitting = keys.hmac_keys.get(alg)
+    if not fitting:
+        # No secret at all, or none long enough for this alg (RFC 7518 3.2).
         raise TokenError(Reason.ALG_NOT_ALLOWED)
     digest = _HMAC_DIGESTS[alg]
-    for secret, ident in zip(keys.secrets, keys.secret_ids, strict=True):
+    for secret, ident in fitting:
         if hmac.compare_digest(hmac.new(secret, signing_input, digest).digest(), signature):
             return ident
     raise TokenError(Reason.BAD_SIGNATURE)

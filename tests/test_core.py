@@ -21,6 +21,8 @@ from authz.settings import ClaimRule, Policy, Settings
 from authz.token_cache import TokenCache
 
 SECRET = b"zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
+# 64 bytes: long enough for HS512 (RFC 7518 3.2: an HMAC key at least as long as the hash).
+LONG_SECRET = b"0123456789abcdef" * 4
 OTHER_SECRET = b"another-secret-of-at-least-32-bytes!!"
 NOW = 1_800_000_000.0
 AMS_DOCS_TOKEN = (
@@ -95,7 +97,9 @@ class TestAllow:
 
     @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
     def test_every_hmac_alg(self, alg: str) -> None:
-        assert reason(token(alg=alg)) is Reason.OK
+        keys = KeySnapshot.build(secrets=(LONG_SECRET,))
+        tok = mint_hmac({"sub": "alice"}, LONG_SECRET, alg=alg)
+        assert reason(tok, keys=keys) is Reason.OK
 
     def test_any_configured_secret_verifies(self) -> None:
         keys = KeySnapshot.build(secrets=(OTHER_SECRET, SECRET))
@@ -219,9 +223,34 @@ class TestAlgorithmsAndSignatures:
         assert reason(f"{head}.{payload}.{sig[:-4]}") is Reason.BAD_SIGNATURE
 
     def test_alg_swapped_to_stronger_hmac(self) -> None:
-        _, payload, sig = token().split(".")
+        keys = KeySnapshot.build(secrets=(LONG_SECRET,))
+        _, payload, sig = mint_hmac({"sub": "alice"}, LONG_SECRET).split(".")
         head384 = b64url(b'{"alg":"HS384","typ":"JWT"}')
-        assert reason(f"{head384}.{payload}.{sig}") is Reason.BAD_SIGNATURE
+        assert reason(f"{head384}.{payload}.{sig}", keys=keys) is Reason.BAD_SIGNATURE
+
+    @pytest.mark.parametrize(
+        ("size", "allowed"),
+        [(32, {"HS256"}), (47, {"HS256"}), (48, {"HS256", "HS384"}), (63, {"HS256", "HS384"}),
+         (64, {"HS256", "HS384", "HS512"})],
+    )
+    def test_a_secret_verifies_only_the_hmac_algs_its_length_allows(
+        self, size: int, allowed: set[str]
+    ) -> None:
+        # RFC 7518 3.2: the key must be at least as long as the hash output.
+        secret = LONG_SECRET[:size]
+        keys = KeySnapshot.build(secrets=(secret,))
+        for alg in ("HS256", "HS384", "HS512"):
+            tok = mint_hmac({"sub": "alice"}, secret, alg=alg)
+            expected = Reason.OK if alg in allowed else Reason.ALG_NOT_ALLOWED
+            assert reason(tok, keys=keys) is expected, alg
+
+    def test_a_short_secret_does_not_verify_hs512_beside_a_long_one(self) -> None:
+        keys = KeySnapshot.build(secrets=(SECRET, LONG_SECRET))
+        assert reason(mint_hmac({"sub": "a"}, LONG_SECRET, alg="HS512"), keys=keys) is Reason.OK
+        # HS512 is allowed for the long secret only, and that one did not sign it.
+        assert reason(mint_hmac({"sub": "a"}, SECRET, alg="HS512"), keys=keys) \
+            is Reason.BAD_SIGNATURE
+        assert reason(mint_hmac({"sub": "a"}, SECRET), keys=keys) is Reason.OK
 
     def test_public_key_never_used_as_hmac_secret(self) -> None:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)

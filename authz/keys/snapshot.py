@@ -12,6 +12,9 @@ RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGS = frozenset({"ES256", "ES384", "ES512"})
 OKP_ALGS = frozenset({"EdDSA"})
 PUBLIC_ALGS = RSA_ALGS | EC_ALGS | OKP_ALGS
+# RFC 7518 3.2: an HMAC key must be at least as long as the hash output, so a secret
+# verifies only the HS algorithms its length allows.
+HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,8 @@ class PublicKey:
 class KeySnapshot:
     """Everything the core may verify with at one instant. Never mutated: sources swap it.
 
-    `secrets`: HMAC secrets, the first one signs, all verify.
+    `secrets`: HMAC secrets, the first one signs, all verify (each only the HS algorithms
+    its length allows); `hmac_keys` lists, per HS alg, the secrets that may verify it.
     `jwks_configured`: a JWKS URL is set; `jwks_loaded`: a key set was fetched at least once.
     `public_keys`: the usable JWKS keys, `by_kid` indexes them.
     """
@@ -43,9 +47,11 @@ class KeySnapshot:
     jwks_loaded: bool = False
     public_keys: tuple[PublicKey, ...] = ()
     by_kid: dict[str, PublicKey] = field(default_factory=dict)
-    # Identities of every key above (secret_id() of each secret, thumbprints of public
-    # keys): a cached verification is only served while its key is still in here.
-    secret_ids: tuple[str, ...] = ()
+    # alg -> (secret, identity) per secret long enough for alg; the identity names the
+    # secret and the alg, so a cached verification follows both.
+    hmac_keys: dict[str, tuple[tuple[bytes, str], ...]] = field(default_factory=dict)
+    # Identities of every key above (of each secret per alg, thumbprints of public keys):
+    # a cached verification is only served while its key is still in here.
     key_ids: frozenset[str] = frozenset()
 
     @staticmethod
@@ -60,15 +66,24 @@ class KeySnapshot:
         for key in keys:
             if key.kid is not None:
                 by_kid.setdefault(key.kid, key)
-        secret_ids = tuple(secret_id(s) for s in secrets)
+        identities = [secret_id(s) for s in secrets]
+        hmac_keys = {
+            alg: tuple(
+                (s, f"{alg}:{ident}")
+                for s, ident in zip(secrets, identities, strict=True)
+                if len(s) >= size
+            )
+            for alg, size in HMAC_MIN_SECRET_BYTES.items()
+        }
+        hmac_ids = {ident for fitting in hmac_keys.values() for _, ident in fitting}
         return KeySnapshot(
             secrets=secrets,
             jwks_configured=jwks_configured,
             jwks_loaded=public_keys is not None,
             public_keys=keys,
             by_kid=by_kid,
-            secret_ids=secret_ids,
-            key_ids=frozenset(secret_ids) | {k.thumbprint for k in keys},
+            hmac_keys={alg: fitting for alg, fitting in hmac_keys.items() if fitting},
+            key_ids=frozenset(hmac_ids) | {k.thumbprint for k in keys},
         )
 
     def with_secrets(self, secrets: tuple[bytes, ...]) -> KeySnapshot:
