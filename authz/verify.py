@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,9 @@ MAX_TOKEN_BYTES = 8 * 1024
 _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = {0: b"", 2: b"==", 3: b"="}
+# Three base64url parts, no padding; header and payload non-empty (neither can be empty
+# JSON). One fullmatch: ~1 us for a typical token, cheaper than the cache's hash.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # The last character of a part 2 (or 3) mod 4 long carries 4 (or 2) unused bits, which a
 # canonical encoding leaves zero: only every 16th (or 4th) letter of the alphabet fits.
 _CANONICAL_LAST = {2: frozenset(_B64URL_ALPHABET[0::16]), 3: frozenset(_B64URL_ALPHABET[0::4])}
@@ -218,17 +222,23 @@ def _verify_public(
     raise TokenError(Reason.BAD_SIGNATURE)
 
 
+def check_shape(token: str) -> None:
+    """Refuse (malformed) a token over 8 KiB or not three unpadded base64url parts.
+
+    Cheap and first, before any hashing, caching or crypto. `verify_token` applies the
+    finer base64url rules (canonical encoding) on top.
+    """
+    if len(token) > MAX_TOKEN_BYTES or _COMPACT_JWS.fullmatch(token) is None:
+        raise _malformed()
+
+
 def verify_token(token: str, keys: KeySnapshot) -> VerifiedToken:
     """Parse a compact JWS strictly and verify its signature against `keys`.
 
     Raises TokenError with the SPEC reason. Does not look at the clock.
     """
-    if len(token) > MAX_TOKEN_BYTES:
-        raise _malformed()
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise _malformed()
-    header_part, payload_part, signature_part = parts
+    check_shape(token)
+    header_part, payload_part, signature_part = token.split(".")
     header = _json_object(_b64decode(header_part))
     alg = header.get("alg")
     if not isinstance(alg, str):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import REGISTRY
 
 from authz.core import decide
 from authz.decision import Decision, Reason
@@ -67,6 +68,14 @@ def raw_token(header: str | bytes, payload: str | bytes, secret: bytes = SECRET)
 
 def reason(authorization: str | None, **kw: Any) -> Reason:
     return run(authorization, **kw).reason
+
+
+def cache_lookups() -> dict[str, float]:
+    return {
+        result: REGISTRY.get_sample_value("authz_token_cache_lookups_total", {"result": result})
+        or 0.0
+        for result in ("hit", "miss")
+    }
 
 
 class TestAllow:
@@ -443,6 +452,43 @@ class TestCache:
             decide(view(mint_hmac({"sub": f"x{i}"}, OTHER_SECRET)), KEYS, SETTINGS, NOW, cache)
         assert len(cache) == 2
         assert all(cache.get(t, KEYS) is not None for t in good)
+
+    @pytest.mark.parametrize(
+        "junk",
+        [
+            "x" * 9000,
+            "e30." + "e30" * 3000 + ".e30",  # well-shaped but over 8 KiB
+            "a.b",
+            "a.b.c.d",
+            "a.b.c.d.e",
+            "..",
+            ".e30.e30",
+            "e30..e30",
+            AMS_DOCS_TOKEN + "=",
+            AMS_DOCS_TOKEN.replace("J9.", "J9+.", 1),
+            AMS_DOCS_TOKEN.replace("J9.", "J9/.", 1),
+            AMS_DOCS_TOKEN.replace("J9.", "J9\u00e9.", 1),
+            "{\"payload\":\"x\"}",
+        ],
+    )
+    def test_junk_and_oversized_tokens_never_reach_the_cache(self, junk: str) -> None:
+        # Size and shape come first: junk costs no hashing and is not counted as a miss,
+        # so the hit ratio is about tokens that could have been cached.
+        cache = TokenCache(10)
+        before = cache_lookups()
+        assert decide(view(junk), KEYS, SETTINGS, NOW, cache).reason is Reason.MALFORMED
+        assert cache_lookups() == before
+
+    def test_well_shaped_tokens_are_counted(self) -> None:
+        cache = TokenCache(10)
+        before = cache_lookups()
+        forged = mint_hmac({"sub": "alice"}, OTHER_SECRET)
+        assert decide(view(forged), KEYS, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
+        good = view(token())
+        assert decide(good, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
+        assert decide(good, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
+        after = cache_lookups()
+        assert (after["hit"] - before["hit"], after["miss"] - before["miss"]) == (1, 2)
 
     def test_bounded(self) -> None:
         cache = TokenCache(3)
