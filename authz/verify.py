@@ -206,16 +206,14 @@ def _verify_public(
         raise TokenError(Reason.ALG_NOT_ALLOWED)
     if not keys.jwks_loaded:
         raise TokenError(Reason.JWKS_UNAVAILABLE)
-    fitting = [k for k in keys.public_keys if alg in k.algs]
-    if kid is not None:
-        key = keys.by_kid.get(kid)
-        if key is None:
-            raise TokenError(Reason.UNKNOWN_KID)
-        if alg not in key.algs:
-            raise TokenError(Reason.BAD_SIGNATURE if fitting else Reason.ALG_NOT_ALLOWED)
-        fitting = [key]
-    elif not fitting:
-        raise TokenError(Reason.ALG_NOT_ALLOWED)
+    if kid is not None and kid not in keys.by_kid:
+        raise TokenError(Reason.UNKNOWN_KID)
+    fitting = keys.candidates.get((kid, alg))
+    if not fitting:
+        # A kid none of whose keys fits alg is bad_signature while some other key of the
+        # set fits alg, alg_not_allowed when none does (as for a token without kid).
+        some_key_fits = kid is not None and (None, alg) in keys.candidates
+        raise TokenError(Reason.BAD_SIGNATURE if some_key_fits else Reason.ALG_NOT_ALLOWED)
     for key in fitting:
         if _signature_ok(key, alg, signing_input, signature):
             return key.thumbprint

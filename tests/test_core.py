@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import REGISTRY
 
 from authz.core import decide
 from authz.decision import Decision, Reason
+from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot, PublicKey
 from authz.mint import b64url, mint_hmac
 from authz.request import RequestView
 from authz.settings import ClaimRule, Policy, Settings
 from authz.token_cache import TokenCache
+from tests.jwks_server import jwk, jwks, rsa_key, sign
 
 SECRET = b"zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
 # 64 bytes: long enough for HS512 (RFC 7518 3.2: an HMAC key at least as long as the hash).
@@ -32,6 +34,8 @@ AMS_DOCS_TOKEN = (
 )
 SETTINGS = Settings(hs256_secret=SECRET.decode())
 KEYS = KeySnapshot.build(secrets=(SECRET,))
+RSA_KEY = rsa_key("core-rsa")
+EC521_KEY = ec.generate_private_key(ec.SECP521R1())
 
 
 def view(authorization: str | None, **kw: Any) -> RequestView:
@@ -271,6 +275,26 @@ class TestAlgorithmsAndSignatures:
         keys = KeySnapshot.build(jwks_configured=True, public_keys=(key,))
         forged = mint_hmac({"sub": "admin"}, pem, header={"kid": "k1"})
         assert reason(forged, keys=keys) is Reason.ALG_NOT_ALLOWED
+
+    @pytest.mark.parametrize("rsa_first", [True, False])
+    @pytest.mark.parametrize("with_kid", [True, False])
+    def test_keys_of_two_types_under_one_kid(self, rsa_first: bool, with_kid: bool) -> None:
+        # RFC 7517 4.5 lets keys of different kty share a kid; the JOSE cookbook (RFC 7520)
+        # lists an RSA and a P-521 key under one. The token's alg chooses among them.
+        kid = "bilbo.baggins@hobbiton.example"
+        entries = [jwk(RSA_KEY, kid), jwk(EC521_KEY, kid)]
+        if not rsa_first:
+            entries.reverse()
+        keys = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(jwks(*entries)))
+        token_kid = kid if with_kid else None
+        claims = {"sub": "bilbo", "exp": NOW + 60}
+        assert reason(sign("ES512", EC521_KEY, claims, token_kid), keys=keys) is Reason.OK
+        assert reason(sign("RS256", RSA_KEY, claims, token_kid), keys=keys) is Reason.OK
+        assert reason(sign("PS384", RSA_KEY, claims, token_kid), keys=keys) is Reason.OK
+        other = ec.generate_private_key(ec.SECP521R1())
+        assert reason(sign("ES512", other, claims, token_kid), keys=keys) is Reason.BAD_SIGNATURE
+        es256 = sign("ES256", ec.generate_private_key(ec.SECP256R1()), claims, token_kid)
+        assert reason(es256, keys=keys) is Reason.ALG_NOT_ALLOWED
 
     def test_jwks_not_loaded_is_unavailable(self) -> None:
         keys = KeySnapshot.build(secrets=(SECRET,), jwks_configured=True)

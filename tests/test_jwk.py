@@ -177,12 +177,14 @@ def test_padded_base64url_is_tolerated() -> None:
     assert one(entry).kid == "padded"
 
 
-def test_duplicate_kid_keeps_the_first_usable_key() -> None:
-    keys = parse_jwks(jwks(jwk(rsa_key("a"), "dup"), jwk(rsa_key("b"), "dup"),
+def test_every_usable_key_of_a_kid_is_kept() -> None:
+    # RFC 7517 4.5: keys may share a kid (e.g. of different kty); the token's alg chooses.
+    keys = parse_jwks(jwks(jwk(rsa_key("a"), "dup"), jwk(EC_KEYS["P-521"], "dup"),
                            jwk(rsa_key("small", 1024), "dup2"), jwk(rsa_key("b"), "dup2")))
-    assert [k.kid for k in keys] == ["dup", "dup2"]
+    assert [k.kid for k in keys] == ["dup", "dup", "dup2"]
     assert keys[0].key.public_numbers() == rsa_key("a").public_key().public_numbers()
-    assert keys[1].key.public_numbers() == rsa_key("b").public_key().public_numbers()
+    assert keys[1].algs == {"ES512"}
+    assert keys[2].key.public_numbers() == rsa_key("b").public_key().public_numbers()
 
 
 def test_keys_without_kid_are_kept() -> None:

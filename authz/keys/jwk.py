@@ -51,8 +51,8 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
     Raises JWKSError when `body` is not UTF-8 JSON, not an object, has no `keys`
     array, or has keys of which none is usable (a set we cannot use at all is more
     likely misread than meant; an explicitly empty `keys` array is taken as meant).
-    Individual unusable keys are skipped (and logged); with duplicate `kid`s the first
-    usable key wins.
+    Individual unusable keys are skipped (and logged). Keys sharing a `kid` are all kept
+    (RFC 7517 4.5 allows it, e.g. an RSA and an EC key): the token's `alg` chooses.
     """
     try:
         doc = json.loads(body.decode("utf-8"))
@@ -65,7 +65,6 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
         raise JWKSError("no 'keys' array")
 
     keys: list[PublicKey] = []
-    seen_kids: set[str] = set()
     for index, entry in enumerate(entries):
         try:
             key = _parse_jwk(entry)
@@ -75,12 +74,6 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
             # at info by the source whenever the set changes.
             log.debug("JWKS key skipped", extra={"index": index, "kid": kid, "why": str(skip)})
             continue
-        if key.kid is not None:
-            if key.kid in seen_kids:
-                log.warning("JWKS duplicate kid, first key kept",
-                            extra={"index": index, "kid": key.kid})
-                continue
-            seen_kids.add(key.kid)
         keys.append(key)
     if entries and not keys:
         raise JWKSError(f"none of its {len(entries)} keys is usable")

@@ -39,14 +39,20 @@ class KeySnapshot:
     `secrets`: HMAC secrets, the first one signs, all verify (each only the HS algorithms
     its length allows); `hmac_keys` lists, per HS alg, the secrets that may verify it.
     `jwks_configured`: a JWKS URL is set; `jwks_loaded`: a key set was fetched at least once.
-    `public_keys`: the usable JWKS keys, `by_kid` indexes them.
+    `public_keys`: the usable JWKS keys; `by_kid` indexes them (every key of a kid, in
+    document order: RFC 7517 4.5 lets keys of different types share one).
+    `candidates`: (kid or None, alg) -> the keys a token with that kid (or none) and alg
+    is tried against; precomputed so a Check never scans the key set.
     """
 
     secrets: tuple[bytes, ...] = ()
     jwks_configured: bool = False
     jwks_loaded: bool = False
     public_keys: tuple[PublicKey, ...] = ()
-    by_kid: dict[str, PublicKey] = field(default_factory=dict)
+    by_kid: dict[str, tuple[PublicKey, ...]] = field(default_factory=dict)
+    candidates: dict[tuple[str | None, str], tuple[PublicKey, ...]] = field(
+        default_factory=dict
+    )
     # alg -> (secret, identity) per secret long enough for alg; the identity names the
     # secret and the alg, so a cached verification follows both.
     hmac_keys: dict[str, tuple[tuple[bytes, str], ...]] = field(default_factory=dict)
@@ -62,10 +68,17 @@ class KeySnapshot:
     ) -> KeySnapshot:
         """A snapshot; `public_keys=None` means no key set has been loaded yet."""
         keys = public_keys or ()
-        by_kid: dict[str, PublicKey] = {}
+        by_kid: dict[str, list[PublicKey]] = {}
         for key in keys:
             if key.kid is not None:
-                by_kid.setdefault(key.kid, key)
+                by_kid.setdefault(key.kid, []).append(key)
+        # A token with a kid is tried against that kid's keys fitting its alg; one
+        # without, against every key fitting its alg.
+        candidates: dict[tuple[str | None, str], list[PublicKey]] = {}
+        for kid, group in ((None, keys), *by_kid.items()):
+            for key in group:
+                for alg in key.algs:
+                    candidates.setdefault((kid, alg), []).append(key)
         identities = [secret_id(s) for s in secrets]
         hmac_keys = {
             alg: tuple(
@@ -81,7 +94,8 @@ class KeySnapshot:
             jwks_configured=jwks_configured,
             jwks_loaded=public_keys is not None,
             public_keys=keys,
-            by_kid=by_kid,
+            by_kid={kid: tuple(group) for kid, group in by_kid.items()},
+            candidates={pair: tuple(group) for pair, group in candidates.items()},
             hmac_keys={alg: fitting for alg, fitting in hmac_keys.items() if fitting},
             key_ids=frozenset(hmac_ids) | {k.thumbprint for k in keys},
         )
