@@ -48,7 +48,8 @@ class TokenError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
-    """A token whose signature verified with the key named by `key_id`.
+    """A token whose signature verified with the key choice named by `key_id` (one of
+    its snapshot's `key_ids`: the secret or JWKS entry, the alg, and how it was chosen).
 
     Time claims are validated numbers (or None); `sub`/`iss` are strings (or None);
     `aud` is a tuple of strings (empty when absent).
@@ -214,9 +215,9 @@ def _verify_public(
         # set fits alg, alg_not_allowed when none does (as for a token without kid).
         some_key_fits = kid is not None and (None, alg) in keys.candidates
         raise TokenError(Reason.BAD_SIGNATURE if some_key_fits else Reason.ALG_NOT_ALLOWED)
-    for key in fitting:
+    for key, ident in fitting:
         if _signature_ok(key, alg, signing_input, signature):
-            return key.thumbprint
+            return ident
     raise TokenError(Reason.BAD_SIGNATURE)
 
 

@@ -35,6 +35,7 @@ AMS_DOCS_TOKEN = (
 SETTINGS = Settings(hs256_secret=SECRET.decode())
 KEYS = KeySnapshot.build(secrets=(SECRET,))
 RSA_KEY = rsa_key("core-rsa")
+OTHER_RSA_KEY = rsa_key("core-rsa-other")
 EC521_KEY = ec.generate_private_key(ec.SECP521R1())
 
 
@@ -466,6 +467,30 @@ class TestCache:
         assert decide(v, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
         rotated = KEYS.with_secrets((OTHER_SECRET,))
         assert decide(v, rotated, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
+
+    @staticmethod
+    def warm_then_changed(tok: str, before: bytes, after: bytes) -> tuple[Reason, Reason]:
+        """Cache `tok` under JWKS `before`; its (fresh, cached) reasons under `after`."""
+        cache = TokenCache(10)
+        v = view(tok)
+        old = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(before))
+        assert decide(v, old, SETTINGS, NOW, cache).reason is Reason.OK
+        new = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(after))
+        return decide(v, new, SETTINGS, NOW).reason, decide(v, new, SETTINGS, NOW, cache).reason
+
+    def test_cache_follows_a_kid_rebound_to_another_key(self) -> None:
+        # The issuer moves kid "a" to a new key and keeps the old key published as "b":
+        # a token naming "a" but signed by the old key must stop verifying.
+        tok = sign("RS256", RSA_KEY, {"sub": "a", "exp": NOW + 60}, "a")
+        assert self.warm_then_changed(
+            tok, jwks(jwk(RSA_KEY, "a")), jwks(jwk(OTHER_RSA_KEY, "a"), jwk(RSA_KEY, "b"))
+        ) == (Reason.BAD_SIGNATURE, Reason.BAD_SIGNATURE)
+
+    def test_cache_follows_a_narrowed_alg(self) -> None:
+        tok = sign("PS256", RSA_KEY, {"sub": "a", "exp": NOW + 60}, "a")
+        assert self.warm_then_changed(
+            tok, jwks(jwk(RSA_KEY, "a")), jwks(jwk(RSA_KEY, "a", alg="RS256"))
+        ) == (Reason.ALG_NOT_ALLOWED, Reason.ALG_NOT_ALLOWED)
 
     def test_denials_are_not_cached(self) -> None:
         cache = TokenCache(2)

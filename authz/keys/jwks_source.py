@@ -230,9 +230,9 @@ class JWKSSource:
             self._store.set_public_keys(answer.keys)
             JWKS_KEYS.set(len(answer.keys))
             self._loaded.set()
-            if not before.jwks_loaded or {k.thumbprint for k in before.public_keys} != {
-                k.thumbprint for k in answer.keys
-            }:
+            if not before.jwks_loaded or [k.ident for k in before.public_keys] != [
+                k.ident for k in answer.keys
+            ]:
                 log.info("JWKS key set loaded",
                          extra={"url": self._shown_url, "trigger": trigger,
                                 "keys": len(answer.keys),

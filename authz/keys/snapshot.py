@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,14 +24,23 @@ class PublicKey:
     """One usable JWKS signing key.
 
     `algs` are the JWS algorithms it may verify (bound by its kty, crv and stated alg);
-    `key` is the `cryptography` public key object; `thumbprint` identifies it across
-    snapshots (RFC 7638) so cached verifications can be dropped when it leaves.
+    `key` is the `cryptography` public key object; `thumbprint` identifies its key
+    material (RFC 7638). `ident` identifies the whole entry as a decision reads it: kid,
+    algs and key material (`use`/`key_ops` decide only whether an entry is here at all,
+    kty/crv/alg are folded into `algs`), so a cached verification follows any change.
     """
 
     kid: str | None
     algs: frozenset[str]
     key: Any
     thumbprint: str
+    ident: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Once per key at parse time, never per Check.
+        entry = json.dumps([self.kid, sorted(self.algs), self.thumbprint], separators=(",", ":"))
+        digest = hashlib.sha256(entry.encode("ascii")).digest()
+        object.__setattr__(self, "ident", base64.urlsafe_b64encode(digest).decode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +53,13 @@ class KeySnapshot:
     `public_keys`: the usable JWKS keys; `by_kid` indexes them (every key of a kid, in
     document order: RFC 7517 4.5 lets keys of different types share one).
     `candidates`: (kid or None, alg) -> the keys a token with that kid (or none) and alg
-    is tried against; precomputed so a Check never scans the key set.
+    is tried against, in order, each with the identity of that choice; precomputed so a
+    Check never scans the key set.
+    `key_ids`: the identity of every choice above (`hmac_keys` and `candidates`). A token
+    verified under one is cached with it and served from the cache only while the
+    current snapshot still holds it: exactly while a fresh check would try the same
+    entry (same secret, or same kid, algs and key material) for the same alg, and so
+    decide the same.
     """
 
     secrets: tuple[bytes, ...] = ()
@@ -50,14 +67,12 @@ class KeySnapshot:
     jwks_loaded: bool = False
     public_keys: tuple[PublicKey, ...] = ()
     by_kid: dict[str, tuple[PublicKey, ...]] = field(default_factory=dict)
-    candidates: dict[tuple[str | None, str], tuple[PublicKey, ...]] = field(
+    candidates: dict[tuple[str | None, str], tuple[tuple[PublicKey, str], ...]] = field(
         default_factory=dict
     )
     # alg -> (secret, identity) per secret long enough for alg; the identity names the
     # secret and the alg, so a cached verification follows both.
     hmac_keys: dict[str, tuple[tuple[bytes, str], ...]] = field(default_factory=dict)
-    # Identities of every key above (of each secret per alg, thumbprints of public keys):
-    # a cached verification is only served while its key is still in here.
     key_ids: frozenset[str] = frozenset()
 
     @staticmethod
@@ -73,12 +88,15 @@ class KeySnapshot:
             if key.kid is not None:
                 by_kid.setdefault(key.kid, []).append(key)
         # A token with a kid is tried against that kid's keys fitting its alg; one
-        # without, against every key fitting its alg.
-        candidates: dict[tuple[str | None, str], list[PublicKey]] = {}
+        # without, against every key fitting its alg. The identity of a choice says which
+        # of the two lists it is in, for which alg, and the entry.
+        candidates: dict[tuple[str | None, str], list[tuple[PublicKey, str]]] = {}
         for kid, group in ((None, keys), *by_kid.items()):
+            mode = "any" if kid is None else "kid"
             for key in group:
-                for alg in key.algs:
-                    candidates.setdefault((kid, alg), []).append(key)
+                for alg in sorted(key.algs):
+                    choice = (key, f"{mode}:{alg}:{key.ident}")
+                    candidates.setdefault((kid, alg), []).append(choice)
         identities = [secret_id(s) for s in secrets]
         hmac_keys = {
             alg: tuple(
@@ -88,7 +106,8 @@ class KeySnapshot:
             )
             for alg, size in HMAC_MIN_SECRET_BYTES.items()
         }
-        hmac_ids = {ident for fitting in hmac_keys.values() for _, ident in fitting}
+        choices = (*hmac_keys.values(), *candidates.values())
+        key_ids = frozenset(ident for fitting in choices for _, ident in fitting)
         return KeySnapshot(
             secrets=secrets,
             jwks_configured=jwks_configured,
@@ -97,7 +116,7 @@ class KeySnapshot:
             by_kid={kid: tuple(group) for kid, group in by_kid.items()},
             candidates={pair: tuple(group) for pair, group in candidates.items()},
             hmac_keys={alg: fitting for alg, fitting in hmac_keys.items() if fitting},
-            key_ids=frozenset(hmac_ids) | {k.thumbprint for k in keys},
+            key_ids=key_ids,
         )
 
     def with_secrets(self, secrets: tuple[bytes, ...]) -> KeySnapshot:
