@@ -6,11 +6,11 @@ import base64
 import json
 from dataclasses import replace
 from ipaddress import ip_network
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from prometheus_client import REGISTRY
 
 from authz.core import decide
@@ -317,6 +317,53 @@ class TestAlgorithmsAndSignatures:
         forged = mint_hmac({"sub": "admin"}, OTHER_SECRET, header=header)
         assert reason(forged) is Reason.BAD_SIGNATURE
         assert reason(token(header=header)) is Reason.OK
+
+
+class _CountingKey:
+    """An Ed25519 public key that counts the signature checks made with it."""
+
+    calls = 0
+
+    def __init__(self, key: ed25519.Ed25519PublicKey) -> None:
+        self._key = key
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        _CountingKey.calls += 1
+        self._key.verify(signature, data)
+
+
+class TestKeyCaps:
+    """A token tries at most 5 keys fitting its alg (docs/security.md, 3.10)."""
+
+    ED_KEYS = tuple(ed25519.Ed25519PrivateKey.generate() for _ in range(6))
+    CLAIMS: ClassVar[dict[str, Any]] = {"sub": "a", "exp": NOW + 60}
+
+    @pytest.mark.parametrize("kid", [None, "shared"])
+    def test_only_the_first_5_keys_fitting_the_alg_are_tried(self, kid: str | None) -> None:
+        listed = [jwk(ec.generate_private_key(ec.SECP256R1()), kid),
+                  *(jwk(k, kid) for k in self.ED_KEYS)]
+        keys = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(jwks(*listed)))
+        for index, key in enumerate(self.ED_KEYS):
+            expected = Reason.OK if index < 5 else Reason.BAD_SIGNATURE
+            assert reason(sign("EdDSA", key, self.CLAIMS, kid), keys=keys) is expected, index
+
+    def test_a_kid_less_forgery_costs_5_signature_checks_not_one_per_key(self) -> None:
+        public = self.ED_KEYS[0].public_key()
+        listed = tuple(
+            PublicKey(kid=f"k{i}", algs=frozenset({"EdDSA"}), key=_CountingKey(public),
+                      thumbprint=f"t{i}")
+            for i in range(100)
+        )
+        keys = KeySnapshot.build(jwks_configured=True, public_keys=listed)
+        forged = sign("EdDSA", self.ED_KEYS[1], self.CLAIMS)
+        _CountingKey.calls = 0
+        assert reason(forged, keys=keys) is Reason.BAD_SIGNATURE
+        assert _CountingKey.calls == 5
+        # A kid still selects any key of the set, beyond the first five.
+        _CountingKey.calls = 0
+        good = sign("EdDSA", self.ED_KEYS[0], self.CLAIMS, "k77")
+        assert reason(good, keys=keys) is Reason.OK
+        assert _CountingKey.calls == 1
 
 
 class TestTimes:

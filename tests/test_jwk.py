@@ -187,6 +187,19 @@ def test_every_usable_key_of_a_kid_is_kept() -> None:
     assert keys[2].key.public_numbers() == rsa_key("b").public_key().public_numbers()
 
 
+def test_a_set_of_100_usable_keys_is_taken_and_unusable_ones_do_not_count() -> None:
+    entries = [*(jwk(ED_KEY, f"k{i}") for i in range(100)),
+               *(jwk(ED_KEY, f"enc{i}", use="enc") for i in range(20))]
+    assert len(parse_jwks(jwks(*entries))) == 100
+
+
+def test_a_set_of_more_than_100_usable_keys_is_refused() -> None:
+    # docs/security.md 3.10: a larger set is refused whole (the source keeps the last good
+    # one), rather than cut to an arbitrary part of what the issuer meant.
+    with pytest.raises(JWKSError, match="more than 100 usable keys"):
+        parse_jwks(jwks(*(jwk(ED_KEY, f"k{i}") for i in range(101))))
+
+
 def test_keys_without_kid_are_kept() -> None:
     keys = parse_jwks(jwks(jwk(ED_KEY, None), jwk(rsa_key("a"), None)))
     assert [k.kid for k in keys] == [None, None]

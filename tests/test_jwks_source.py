@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -181,6 +182,7 @@ BAD_ANSWERS: dict[str, tuple[int, bytes]] = {
     "keys-not-array": (200, b'{"keys": "b"}'),
     "none-usable": (200, jwks(jwk(rsa_key("weak", 1024), "weak"), {"kty": "oct", "k": "AAAA"})),
     "over-1MiB": (200, jwks(jwk(KEY_B, "b"), {"kty": "pad", "p": "x" * MAX_BODY_BYTES})),
+    "over-100-keys": (200, jwks(jwk(KEY_B, "b"), *(jwk(ED, f"ed{i}") for i in range(100)))),
 }
 
 
@@ -219,6 +221,30 @@ def test_a_bad_first_answer_leaves_the_source_not_ready(answer: str) -> None:
             assert await reason(checker, token) is Reason.OK
 
         run(server.url, scenario, refresh=0.05)
+
+
+def test_a_set_over_the_key_cap_is_refused_with_a_log_line_and_a_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    status, body = BAD_ANSWERS["over-100-keys"]
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            good = store.snapshot
+            refused = metric("authz_jwks_too_many_keys_total")
+            before = failures()
+            server.status, server.body = status, body
+            with caplog.at_level(logging.WARNING, logger="authz.keys.jwks_source"):
+                # The first kid-triggered refresh is always allowed: one fetch, awaited.
+                await source.refresh_unknown_kid(5)
+            assert store.snapshot is good
+            assert metric("authz_jwks_too_many_keys_total") == refused + 1
+            assert failures() == before + 1
+            lines = [r for r in caplog.records if "keeping the last good key set" in r.message]
+            assert len(lines) == 1
+            assert "more than 100 usable keys" in lines[0].__dict__["error"]
+
+        run(server.url, scenario)
 
 
 def test_oversized_answer_is_cut_off_without_a_content_length() -> None:

@@ -23,6 +23,9 @@ from authz.keys.snapshot import OKP_ALGS, RSA_ALGS, PublicKey
 log = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+# The most usable keys a set may hold; a larger one is refused whole (docs/security.md
+# 3.10). Issuers publish a handful (the current key, the next, one or two retiring).
+MAX_JWKS_KEYS = 100
 # OpenSSL refuses RSA public operations above 16384 bits; such a key could never verify.
 MAX_RSA_BITS = 16384
 
@@ -41,6 +44,10 @@ class JWKSError(ValueError):
     """The document is not a usable JWKS at all (as opposed to one bad key in it)."""
 
 
+class JWKSTooManyKeys(JWKSError):
+    """The document holds more than MAX_JWKS_KEYS usable keys."""
+
+
 class _SkipKey(Exception):
     """This one key is unusable; the reason is logged and the rest of the set is kept."""
 
@@ -50,7 +57,8 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
 
     Raises JWKSError when `body` is not UTF-8 JSON, not an object, has no `keys`
     array, or has keys of which none is usable (a set we cannot use at all is more
-    likely misread than meant; an explicitly empty `keys` array is taken as meant).
+    likely misread than meant; an explicitly empty `keys` array is taken as meant);
+    JWKSTooManyKeys when more than MAX_JWKS_KEYS keys are usable.
     Individual unusable keys are skipped (and logged). Keys sharing a `kid` are all kept
     (RFC 7517 4.5 allows it, e.g. an RSA and an EC key): the token's `alg` chooses.
     """
@@ -75,6 +83,11 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
             log.debug("JWKS key skipped", extra={"index": index, "kid": kid, "why": str(skip)})
             continue
         keys.append(key)
+        if len(keys) > MAX_JWKS_KEYS:
+            # Stop at once: building the rest of a huge set would cost for nothing.
+            raise JWKSTooManyKeys(
+                f"more than {MAX_JWKS_KEYS} usable keys (of {len(entries)} entries)"
+            )
     if entries and not keys:
         raise JWKSError(f"none of its {len(entries)} keys is usable")
     return tuple(keys)

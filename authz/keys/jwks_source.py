@@ -14,8 +14,9 @@ Refresh behaviour (all per process):
   [50 %, 100 %] of the step. The last good key set stays in use meanwhile.
 - A fetch fails on: connection or TLS error, non-200 status (redirects are followed, but
   never from https to http), no response within IO_TIMEOUT_SECONDS per socket operation
-  or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is not a JWKS, or a
-  non-empty `keys` array with no usable key. An explicitly empty `keys` array is a valid
+  or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is not a JWKS, a
+  non-empty `keys` array with no usable key, or more than MAX_JWKS_KEYS usable keys
+  (also counted in authz_jwks_too_many_keys_total). An explicitly empty `keys` array is a valid
   answer: the issuer has withdrawn every key.
 - Unknown kid: `refresh_unknown_kid` starts one fetch that concurrent callers share, at
   most once per KID_REFRESH_INTERVAL_SECONDS (the first one is always allowed).
@@ -46,7 +47,7 @@ from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
 from authz import __version__
-from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.jwk import JWKSError, JWKSTooManyKeys, parse_jwks
 from authz.keys.snapshot import PublicKey
 from authz.keys.store import KeyStore
 from authz.observability import (
@@ -55,6 +56,7 @@ from authz.observability import (
     JWKS_LAST_SUCCESS,
     JWKS_REFRESH_FAILURE,
     JWKS_REFRESH_SUCCESS,
+    JWKS_TOO_MANY_KEYS,
 )
 
 log = logging.getLogger(__name__)
@@ -266,6 +268,9 @@ class JWKSSource:
             raise JWKSFetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
         try:
             keys = parse_jwks(body)
+        except JWKSTooManyKeys as exc:
+            JWKS_TOO_MANY_KEYS.inc()
+            raise JWKSFetchError(f"key set refused: {exc}") from None
         except JWKSError as exc:
             raise JWKSFetchError(f"not a usable JWKS: {exc}") from None
         return _Answer(keys, max_age)

@@ -17,6 +17,10 @@ PUBLIC_ALGS = RSA_ALGS | EC_ALGS | OKP_ALGS
 # RFC 7518 3.2: an HMAC key must be at least as long as the hash output, so a secret
 # verifies only the HS algorithms its length allows.
 HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# The most keys one token is tried against: the first keys fitting its alg (of its kid,
+# or of the whole set without kid). A forged kid-less token then costs at most this many
+# signature checks, however large the set (docs/security.md 3.10).
+MAX_KEY_CANDIDATES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +57,8 @@ class KeySnapshot:
     `public_keys`: the usable JWKS keys; `by_kid` indexes them (every key of a kid, in
     document order: RFC 7517 4.5 lets keys of different types share one).
     `candidates`: (kid or None, alg) -> the keys a token with that kid (or none) and alg
-    is tried against, in order, each with the identity of that choice; precomputed so a
-    Check never scans the key set.
+    is tried against, in order and at most MAX_KEY_CANDIDATES of them, each with the
+    identity of that choice; precomputed so a Check never scans the key set.
     `key_ids`: the identity of every choice above (`hmac_keys` and `candidates`). A token
     verified under one is cached with it and served from the cache only while the
     current snapshot still holds it: exactly while a fresh check would try the same
@@ -106,7 +110,8 @@ class KeySnapshot:
             )
             for alg, size in HMAC_MIN_SECRET_BYTES.items()
         }
-        choices = (*hmac_keys.values(), *candidates.values())
+        tried = {pair: tuple(group[:MAX_KEY_CANDIDATES]) for pair, group in candidates.items()}
+        choices = (*hmac_keys.values(), *tried.values())
         key_ids = frozenset(ident for fitting in choices for _, ident in fitting)
         return KeySnapshot(
             secrets=secrets,
@@ -114,7 +119,7 @@ class KeySnapshot:
             jwks_loaded=public_keys is not None,
             public_keys=keys,
             by_kid={kid: tuple(group) for kid, group in by_kid.items()},
-            candidates={pair: tuple(group) for pair, group in candidates.items()},
+            candidates=tried,
             hmac_keys={alg: fitting for alg, fitting in hmac_keys.items() if fitting},
             key_ids=key_ids,
         )
