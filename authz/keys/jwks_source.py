@@ -47,12 +47,13 @@ from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
 from authz import __version__
-from authz.keys.jwk import JWKSError, JWKSTooManyKeys, parse_jwks
+from authz.keys.jwk import SKIP_REASONS, JWKSError, JWKSTooManyKeys, SkippedKey, read_jwks
 from authz.keys.snapshot import PublicKey
 from authz.keys.store import KeyStore
 from authz.observability import (
     JWKS_CONSECUTIVE_FAILURES,
     JWKS_KEYS,
+    JWKS_KEYS_SKIPPED,
     JWKS_LAST_SUCCESS,
     JWKS_REFRESH_FAILURE,
     JWKS_REFRESH_SUCCESS,
@@ -80,6 +81,7 @@ class JWKSFetchError(Exception):
 @dataclass(frozen=True, slots=True)
 class _Answer:
     keys: tuple[PublicKey, ...]
+    skipped: tuple[SkippedKey, ...]
     max_age: float | None
 
 
@@ -132,6 +134,7 @@ class JWKSSource:
         self._task: asyncio.Task[None] | None = None
         self._kid_task: asyncio.Task[_Answer | None] | None = None
         self._last_kid_refresh: float | None = None
+        self._skipped: tuple[SkippedKey, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -231,18 +234,33 @@ class JWKSSource:
             before = self._store.snapshot
             self._store.set_public_keys(answer.keys)
             JWKS_KEYS.set(len(answer.keys))
+            for why in SKIP_REASONS:
+                JWKS_KEYS_SKIPPED.labels(why).set(sum(s.reason == why for s in answer.skipped))
             self._loaded.set()
-            if not before.jwks_loaded or [k.ident for k in before.public_keys] != [
-                k.ident for k in answer.keys
-            ]:
-                log.info("JWKS key set loaded",
-                         extra={"url": self._shown_url, "trigger": trigger,
-                                "keys": len(answer.keys),
-                                "kids": [k.kid for k in answer.keys[:20]]})
-                if not answer.keys:
-                    log.warning("JWKS key set is empty: no RS/PS/ES/EdDSA token can verify",
-                                extra={"url": self._shown_url})
+            if (
+                not before.jwks_loaded
+                or [k.ident for k in before.public_keys] != [k.ident for k in answer.keys]
+                or answer.skipped != self._skipped
+            ):
+                self._log_loaded(trigger, answer)
+            self._skipped = answer.skipped
         return answer
+
+    def _log_loaded(self, trigger: str, answer: _Answer) -> None:
+        # Only when the set changed: the same document is re-read every refresh.
+        log.info("JWKS key set loaded",
+                 extra={"url": self._shown_url, "trigger": trigger, "keys": len(answer.keys),
+                        "skipped": len(answer.skipped),
+                        "kids": [k.kid for k in answer.keys[:20]]})
+        for skip in answer.skipped:
+            # A skipped key's tokens answer unknown_kid: say which and why (never its
+            # material: the entry's kid and kty only).
+            log.warning("JWKS key skipped",
+                        extra={"url": self._shown_url, "index": skip.index, "kid": skip.kid,
+                               "kty": skip.kty, "reason": skip.reason, "why": skip.why})
+        if not answer.keys:
+            log.warning("JWKS key set is empty: no RS/PS/ES/EdDSA token can verify",
+                        extra={"url": self._shown_url})
 
     def _fetch(self) -> _Answer:
         # Runs in a worker thread: blocking I/O, no event-loop state touched.
@@ -267,13 +285,13 @@ class JWKSSource:
             # OSError covers socket timeouts and TLS errors; ValueError a bad URL or header.
             raise JWKSFetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
         try:
-            keys = parse_jwks(body)
+            key_set = read_jwks(body)
         except JWKSTooManyKeys as exc:
             JWKS_TOO_MANY_KEYS.inc()
             raise JWKSFetchError(f"key set refused: {exc}") from None
         except JWKSError as exc:
             raise JWKSFetchError(f"not a usable JWKS: {exc}") from None
-        return _Answer(keys, max_age)
+        return _Answer(key_set.keys, key_set.skipped, max_age)
 
 
 def _read_capped(response: HTTPResponse, deadline: float) -> bytes:
