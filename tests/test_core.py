@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from prometheus_client import REGISTRY
 
 from authz.core import decide
@@ -267,15 +267,37 @@ class TestAlgorithmsAndSignatures:
         assert reason(mint_hmac({"sub": "a"}, SECRET), keys=keys) is Reason.OK
 
     def test_public_key_never_used_as_hmac_secret(self) -> None:
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = private.public_key()
-        pem = public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        # RFC 8725 2.1 key confusion, on a snapshot that has both kinds of key: HS secrets
+        # (so HS tokens are verified at all) and JWKS keys.
+        public = RSA_KEY.public_key()
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        pem = public.public_bytes(serialization.Encoding.PEM, spki)
+        der = public.public_bytes(serialization.Encoding.DER, spki)
+        jwk_text = json.dumps(jwk(RSA_KEY, "k1")).encode()
+        keys = KeySnapshot.build(
+            secrets=(SECRET, LONG_SECRET), jwks_configured=True,
+            public_keys=parse_jwks(jwks(jwk(RSA_KEY, "k1"), jwk(EC521_KEY, "k2"))),
         )
-        key = PublicKey(kid="k1", algs=frozenset({"RS256"}), key=public, thumbprint="t1")
-        keys = KeySnapshot.build(jwks_configured=True, public_keys=(key,))
-        forged = mint_hmac({"sub": "admin"}, pem, header={"kid": "k1"})
-        assert reason(forged, keys=keys) is Reason.ALG_NOT_ALLOWED
+        claims = {"sub": "admin", "exp": NOW + 60}
+        legit = [mint_hmac(claims, SECRET), mint_hmac(claims, LONG_SECRET, alg="HS512"),
+                 sign("RS256", RSA_KEY, claims, "k1"), sign("RS256", RSA_KEY, claims),
+                 sign("ES512", EC521_KEY, claims, "k2")]
+        forged: list[str] = []
+        for text in (pem, der, jwk_text):
+            for alg in ("HS256", "HS384", "HS512"):
+                forged += [mint_hmac(claims, text, alg=alg),
+                           mint_hmac(claims, text, alg=alg, header={"kid": "k1"})]
+        # The other way round: an RS256 (or ES512) header over an HMAC made with a secret.
+        for alg, kid in (("RS256", "k1"), ("RS256", None), ("ES512", "k2"), ("PS256", None)):
+            header = {"alg": alg, **({"kid": kid} if kid else {})}
+            for secret in (SECRET, LONG_SECRET):
+                forged.append(mint_hmac(claims, secret, header=header))
+        cache = TokenCache(64)
+        for tok in legit:
+            assert decide(view(tok), keys, SETTINGS, NOW, cache).reason is Reason.OK
+        for tok in forged:
+            assert reason(tok, keys=keys) is Reason.BAD_SIGNATURE, tok
+            assert decide(view(tok), keys, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
 
     @pytest.mark.parametrize("rsa_first", [True, False])
     @pytest.mark.parametrize("with_kid", [True, False])
