@@ -15,7 +15,7 @@ from authz.policy import check_required_claims, ip_allowed, select_policy, upstr
 from authz.request import RequestView
 from authz.settings import Settings
 from authz.token_cache import TokenCache
-from authz.verify import TokenError, check_claims, check_times, verify_token
+from authz.verify import TokenError, check_claims, check_shape, check_times, verify_token
 
 # RFC 9110 field-name (token) characters.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -57,6 +57,8 @@ def decide(
         token = extract_token(view.authorization)
         if token is None:
             return deny(Reason.MISSING_TOKEN)
+        # Size and shape first: junk never costs a cache hash nor counts as a cache miss.
+        check_shape(token)
         verified = cache.get(token, keys) if cache is not None else None
         if verified is None:
             verified = verify_token(token, keys)

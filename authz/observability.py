@@ -46,6 +46,18 @@ JWKS_CONSECUTIVE_FAILURES = Gauge(
     "JWKS fetches failed in a row since the last success (0 = the key set is fresh).",
     multiprocess_mode="livemax",
 )
+JWKS_KEYS_SKIPPED = Gauge(
+    "authz_jwks_keys_skipped",
+    "Entries of the current JWKS document that are not used, by reason "
+    "(not_for_signatures, unsupported, alg_mismatch, rsa_size, malformed).",
+    ["reason"],
+    multiprocess_mode="max",
+)
+JWKS_TOO_MANY_KEYS = Counter(
+    "authz_jwks_too_many_keys",
+    "JWKS answers refused for holding more usable keys than the cap (100); the last good "
+    "key set stays in use.",
+)
 SECRET_RELOADS = Counter(
     "authz_secret_reloads", "HS256 secret file loads (at start, after each change), by result.",
     ["result"],

@@ -26,8 +26,10 @@ class TokenCache:
     """A bounded LRU map from token to its VerifiedToken, safe to share between threads.
 
     Only tokens whose signature verified are stored, so forged or junk tokens cannot
-    evict good entries. A hit is served only while the verifying key is still in the
-    current snapshot; time claims are re-checked by the caller on every use. With
+    evict good entries. A hit is served only while the current snapshot still holds the
+    verifying key choice (`KeySnapshot.key_ids`: the secret, or the JWKS entry with its
+    kid, algs and key material, for the token's alg), so a hit always equals a fresh
+    decision; time claims are re-checked by the caller on every use. With
     `keep_claims` false (no policy reads claims beyond sub/iss/aud and the times) the
     claims mapping is not kept, which halves an entry.
     """

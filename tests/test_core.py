@@ -6,21 +6,26 @@ import base64
 import json
 from dataclasses import replace
 from ipaddress import ip_network
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from prometheus_client import REGISTRY
 
 from authz.core import decide
 from authz.decision import Decision, Reason
+from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot, PublicKey
 from authz.mint import b64url, mint_hmac
 from authz.request import RequestView
 from authz.settings import ClaimRule, Policy, Settings
 from authz.token_cache import TokenCache
+from tests.jwks_server import jwk, jwks, rsa_key, sign
 
 SECRET = b"zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
+# 64 bytes: long enough for HS512 (RFC 7518 3.2: an HMAC key at least as long as the hash).
+LONG_SECRET = b"0123456789abcdef" * 4
 OTHER_SECRET = b"another-secret-of-at-least-32-bytes!!"
 NOW = 1_800_000_000.0
 AMS_DOCS_TOKEN = (
@@ -29,6 +34,9 @@ AMS_DOCS_TOKEN = (
 )
 SETTINGS = Settings(hs256_secret=SECRET.decode())
 KEYS = KeySnapshot.build(secrets=(SECRET,))
+RSA_KEY = rsa_key("core-rsa")
+OTHER_RSA_KEY = rsa_key("core-rsa-other")
+EC521_KEY = ec.generate_private_key(ec.SECP521R1())
 
 
 def view(authorization: str | None, **kw: Any) -> RequestView:
@@ -67,6 +75,14 @@ def reason(authorization: str | None, **kw: Any) -> Reason:
     return run(authorization, **kw).reason
 
 
+def cache_lookups() -> dict[str, float]:
+    return {
+        result: REGISTRY.get_sample_value("authz_token_cache_lookups_total", {"result": result})
+        or 0.0
+        for result in ("hit", "miss")
+    }
+
+
 class TestAllow:
     def test_ams_docs_token_raw_and_bearer(self) -> None:
         for header in (AMS_DOCS_TOKEN, f"Bearer {AMS_DOCS_TOKEN}", f"bEaReR  {AMS_DOCS_TOKEN}"):
@@ -95,7 +111,9 @@ class TestAllow:
 
     @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
     def test_every_hmac_alg(self, alg: str) -> None:
-        assert reason(token(alg=alg)) is Reason.OK
+        keys = KeySnapshot.build(secrets=(LONG_SECRET,))
+        tok = mint_hmac({"sub": "alice"}, LONG_SECRET, alg=alg)
+        assert reason(tok, keys=keys) is Reason.OK
 
     def test_any_configured_secret_verifies(self) -> None:
         keys = KeySnapshot.build(secrets=(OTHER_SECRET, SECRET))
@@ -219,20 +237,87 @@ class TestAlgorithmsAndSignatures:
         assert reason(f"{head}.{payload}.{sig[:-4]}") is Reason.BAD_SIGNATURE
 
     def test_alg_swapped_to_stronger_hmac(self) -> None:
-        _, payload, sig = token().split(".")
+        keys = KeySnapshot.build(secrets=(LONG_SECRET,))
+        _, payload, sig = mint_hmac({"sub": "alice"}, LONG_SECRET).split(".")
         head384 = b64url(b'{"alg":"HS384","typ":"JWT"}')
-        assert reason(f"{head384}.{payload}.{sig}") is Reason.BAD_SIGNATURE
+        assert reason(f"{head384}.{payload}.{sig}", keys=keys) is Reason.BAD_SIGNATURE
+
+    @pytest.mark.parametrize(
+        ("size", "allowed"),
+        [(32, {"HS256"}), (47, {"HS256"}), (48, {"HS256", "HS384"}), (63, {"HS256", "HS384"}),
+         (64, {"HS256", "HS384", "HS512"})],
+    )
+    def test_a_secret_verifies_only_the_hmac_algs_its_length_allows(
+        self, size: int, allowed: set[str]
+    ) -> None:
+        # RFC 7518 3.2: the key must be at least as long as the hash output.
+        secret = LONG_SECRET[:size]
+        keys = KeySnapshot.build(secrets=(secret,))
+        for alg in ("HS256", "HS384", "HS512"):
+            tok = mint_hmac({"sub": "alice"}, secret, alg=alg)
+            expected = Reason.OK if alg in allowed else Reason.ALG_NOT_ALLOWED
+            assert reason(tok, keys=keys) is expected, alg
+
+    def test_a_short_secret_does_not_verify_hs512_beside_a_long_one(self) -> None:
+        keys = KeySnapshot.build(secrets=(SECRET, LONG_SECRET))
+        assert reason(mint_hmac({"sub": "a"}, LONG_SECRET, alg="HS512"), keys=keys) is Reason.OK
+        # HS512 is allowed for the long secret only, and that one did not sign it.
+        assert reason(mint_hmac({"sub": "a"}, SECRET, alg="HS512"), keys=keys) \
+            is Reason.BAD_SIGNATURE
+        assert reason(mint_hmac({"sub": "a"}, SECRET), keys=keys) is Reason.OK
 
     def test_public_key_never_used_as_hmac_secret(self) -> None:
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = private.public_key()
-        pem = public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        # RFC 8725 2.1 key confusion, on a snapshot that has both kinds of key: HS secrets
+        # (so HS tokens are verified at all) and JWKS keys.
+        public = RSA_KEY.public_key()
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        pem = public.public_bytes(serialization.Encoding.PEM, spki)
+        der = public.public_bytes(serialization.Encoding.DER, spki)
+        jwk_text = json.dumps(jwk(RSA_KEY, "k1")).encode()
+        keys = KeySnapshot.build(
+            secrets=(SECRET, LONG_SECRET), jwks_configured=True,
+            public_keys=parse_jwks(jwks(jwk(RSA_KEY, "k1"), jwk(EC521_KEY, "k2"))),
         )
-        key = PublicKey(kid="k1", algs=frozenset({"RS256"}), key=public, thumbprint="t1")
-        keys = KeySnapshot.build(jwks_configured=True, public_keys=(key,))
-        forged = mint_hmac({"sub": "admin"}, pem, header={"kid": "k1"})
-        assert reason(forged, keys=keys) is Reason.ALG_NOT_ALLOWED
+        claims = {"sub": "admin", "exp": NOW + 60}
+        legit = [mint_hmac(claims, SECRET), mint_hmac(claims, LONG_SECRET, alg="HS512"),
+                 sign("RS256", RSA_KEY, claims, "k1"), sign("RS256", RSA_KEY, claims),
+                 sign("ES512", EC521_KEY, claims, "k2")]
+        forged: list[str] = []
+        for text in (pem, der, jwk_text):
+            for alg in ("HS256", "HS384", "HS512"):
+                forged += [mint_hmac(claims, text, alg=alg),
+                           mint_hmac(claims, text, alg=alg, header={"kid": "k1"})]
+        # The other way round: an RS256 (or ES512) header over an HMAC made with a secret.
+        for alg, kid in (("RS256", "k1"), ("RS256", None), ("ES512", "k2"), ("PS256", None)):
+            header = {"alg": alg, **({"kid": kid} if kid else {})}
+            for secret in (SECRET, LONG_SECRET):
+                forged.append(mint_hmac(claims, secret, header=header))
+        cache = TokenCache(64)
+        for tok in legit:
+            assert decide(view(tok), keys, SETTINGS, NOW, cache).reason is Reason.OK
+        for tok in forged:
+            assert reason(tok, keys=keys) is Reason.BAD_SIGNATURE, tok
+            assert decide(view(tok), keys, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
+
+    @pytest.mark.parametrize("rsa_first", [True, False])
+    @pytest.mark.parametrize("with_kid", [True, False])
+    def test_keys_of_two_types_under_one_kid(self, rsa_first: bool, with_kid: bool) -> None:
+        # RFC 7517 4.5 lets keys of different kty share a kid; the JOSE cookbook (RFC 7520)
+        # lists an RSA and a P-521 key under one. The token's alg chooses among them.
+        kid = "bilbo.baggins@hobbiton.example"
+        entries = [jwk(RSA_KEY, kid), jwk(EC521_KEY, kid)]
+        if not rsa_first:
+            entries.reverse()
+        keys = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(jwks(*entries)))
+        token_kid = kid if with_kid else None
+        claims = {"sub": "bilbo", "exp": NOW + 60}
+        assert reason(sign("ES512", EC521_KEY, claims, token_kid), keys=keys) is Reason.OK
+        assert reason(sign("RS256", RSA_KEY, claims, token_kid), keys=keys) is Reason.OK
+        assert reason(sign("PS384", RSA_KEY, claims, token_kid), keys=keys) is Reason.OK
+        other = ec.generate_private_key(ec.SECP521R1())
+        assert reason(sign("ES512", other, claims, token_kid), keys=keys) is Reason.BAD_SIGNATURE
+        es256 = sign("ES256", ec.generate_private_key(ec.SECP256R1()), claims, token_kid)
+        assert reason(es256, keys=keys) is Reason.ALG_NOT_ALLOWED
 
     def test_jwks_not_loaded_is_unavailable(self) -> None:
         keys = KeySnapshot.build(secrets=(SECRET,), jwks_configured=True)
@@ -254,6 +339,53 @@ class TestAlgorithmsAndSignatures:
         forged = mint_hmac({"sub": "admin"}, OTHER_SECRET, header=header)
         assert reason(forged) is Reason.BAD_SIGNATURE
         assert reason(token(header=header)) is Reason.OK
+
+
+class _CountingKey:
+    """An Ed25519 public key that counts the signature checks made with it."""
+
+    calls = 0
+
+    def __init__(self, key: ed25519.Ed25519PublicKey) -> None:
+        self._key = key
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        _CountingKey.calls += 1
+        self._key.verify(signature, data)
+
+
+class TestKeyCaps:
+    """A token tries at most 5 keys fitting its alg (docs/security.md, 3.10)."""
+
+    ED_KEYS = tuple(ed25519.Ed25519PrivateKey.generate() for _ in range(6))
+    CLAIMS: ClassVar[dict[str, Any]] = {"sub": "a", "exp": NOW + 60}
+
+    @pytest.mark.parametrize("kid", [None, "shared"])
+    def test_only_the_first_5_keys_fitting_the_alg_are_tried(self, kid: str | None) -> None:
+        listed = [jwk(ec.generate_private_key(ec.SECP256R1()), kid),
+                  *(jwk(k, kid) for k in self.ED_KEYS)]
+        keys = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(jwks(*listed)))
+        for index, key in enumerate(self.ED_KEYS):
+            expected = Reason.OK if index < 5 else Reason.BAD_SIGNATURE
+            assert reason(sign("EdDSA", key, self.CLAIMS, kid), keys=keys) is expected, index
+
+    def test_a_kid_less_forgery_costs_5_signature_checks_not_one_per_key(self) -> None:
+        public = self.ED_KEYS[0].public_key()
+        listed = tuple(
+            PublicKey(kid=f"k{i}", algs=frozenset({"EdDSA"}), key=_CountingKey(public),
+                      thumbprint=f"t{i}")
+            for i in range(100)
+        )
+        keys = KeySnapshot.build(jwks_configured=True, public_keys=listed)
+        forged = sign("EdDSA", self.ED_KEYS[1], self.CLAIMS)
+        _CountingKey.calls = 0
+        assert reason(forged, keys=keys) is Reason.BAD_SIGNATURE
+        assert _CountingKey.calls == 5
+        # A kid still selects any key of the set, beyond the first five.
+        _CountingKey.calls = 0
+        good = sign("EdDSA", self.ED_KEYS[0], self.CLAIMS, "k77")
+        assert reason(good, keys=keys) is Reason.OK
+        assert _CountingKey.calls == 1
 
 
 class TestTimes:
@@ -453,6 +585,30 @@ class TestCache:
         rotated = KEYS.with_secrets((OTHER_SECRET,))
         assert decide(v, rotated, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
 
+    @staticmethod
+    def warm_then_changed(tok: str, before: bytes, after: bytes) -> tuple[Reason, Reason]:
+        """Cache `tok` under JWKS `before`; its (fresh, cached) reasons under `after`."""
+        cache = TokenCache(10)
+        v = view(tok)
+        old = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(before))
+        assert decide(v, old, SETTINGS, NOW, cache).reason is Reason.OK
+        new = KeySnapshot.build(jwks_configured=True, public_keys=parse_jwks(after))
+        return decide(v, new, SETTINGS, NOW).reason, decide(v, new, SETTINGS, NOW, cache).reason
+
+    def test_cache_follows_a_kid_rebound_to_another_key(self) -> None:
+        # The issuer moves kid "a" to a new key and keeps the old key published as "b":
+        # a token naming "a" but signed by the old key must stop verifying.
+        tok = sign("RS256", RSA_KEY, {"sub": "a", "exp": NOW + 60}, "a")
+        assert self.warm_then_changed(
+            tok, jwks(jwk(RSA_KEY, "a")), jwks(jwk(OTHER_RSA_KEY, "a"), jwk(RSA_KEY, "b"))
+        ) == (Reason.BAD_SIGNATURE, Reason.BAD_SIGNATURE)
+
+    def test_cache_follows_a_narrowed_alg(self) -> None:
+        tok = sign("PS256", RSA_KEY, {"sub": "a", "exp": NOW + 60}, "a")
+        assert self.warm_then_changed(
+            tok, jwks(jwk(RSA_KEY, "a")), jwks(jwk(RSA_KEY, "a", alg="RS256"))
+        ) == (Reason.ALG_NOT_ALLOWED, Reason.ALG_NOT_ALLOWED)
+
     def test_denials_are_not_cached(self) -> None:
         cache = TokenCache(2)
         good = [token({"sub": f"u{i}"}) for i in range(2)]
@@ -462,6 +618,43 @@ class TestCache:
             decide(view(mint_hmac({"sub": f"x{i}"}, OTHER_SECRET)), KEYS, SETTINGS, NOW, cache)
         assert len(cache) == 2
         assert all(cache.get(t, KEYS) is not None for t in good)
+
+    @pytest.mark.parametrize(
+        "junk",
+        [
+            "x" * 9000,
+            "e30." + "e30" * 3000 + ".e30",  # well-shaped but over 8 KiB
+            "a.b",
+            "a.b.c.d",
+            "a.b.c.d.e",
+            "..",
+            ".e30.e30",
+            "e30..e30",
+            AMS_DOCS_TOKEN + "=",
+            AMS_DOCS_TOKEN.replace("J9.", "J9+.", 1),
+            AMS_DOCS_TOKEN.replace("J9.", "J9/.", 1),
+            AMS_DOCS_TOKEN.replace("J9.", "J9\u00e9.", 1),
+            "{\"payload\":\"x\"}",
+        ],
+    )
+    def test_junk_and_oversized_tokens_never_reach_the_cache(self, junk: str) -> None:
+        # Size and shape come first: junk costs no hashing and is not counted as a miss,
+        # so the hit ratio is about tokens that could have been cached.
+        cache = TokenCache(10)
+        before = cache_lookups()
+        assert decide(view(junk), KEYS, SETTINGS, NOW, cache).reason is Reason.MALFORMED
+        assert cache_lookups() == before
+
+    def test_well_shaped_tokens_are_counted(self) -> None:
+        cache = TokenCache(10)
+        before = cache_lookups()
+        forged = mint_hmac({"sub": "alice"}, OTHER_SECRET)
+        assert decide(view(forged), KEYS, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
+        good = view(token())
+        assert decide(good, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
+        assert decide(good, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
+        after = cache_lookups()
+        assert (after["hit"] - before["hit"], after["miss"] - before["miss"]) == (1, 2)
 
     def test_bounded(self) -> None:
         cache = TokenCache(3)

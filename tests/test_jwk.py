@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.jwk import JWKSError, parse_jwks, read_jwks
 from authz.keys.snapshot import RSA_ALGS, PublicKey
 from tests.jwks_server import b64u, jwk, jwks, rsa_key
 
@@ -177,12 +177,49 @@ def test_padded_base64url_is_tolerated() -> None:
     assert one(entry).kid == "padded"
 
 
-def test_duplicate_kid_keeps_the_first_usable_key() -> None:
-    keys = parse_jwks(jwks(jwk(rsa_key("a"), "dup"), jwk(rsa_key("b"), "dup"),
+def test_every_usable_key_of_a_kid_is_kept() -> None:
+    # RFC 7517 4.5: keys may share a kid (e.g. of different kty); the token's alg chooses.
+    keys = parse_jwks(jwks(jwk(rsa_key("a"), "dup"), jwk(EC_KEYS["P-521"], "dup"),
                            jwk(rsa_key("small", 1024), "dup2"), jwk(rsa_key("b"), "dup2")))
-    assert [k.kid for k in keys] == ["dup", "dup2"]
+    assert [k.kid for k in keys] == ["dup", "dup", "dup2"]
     assert keys[0].key.public_numbers() == rsa_key("a").public_key().public_numbers()
-    assert keys[1].key.public_numbers() == rsa_key("b").public_key().public_numbers()
+    assert keys[1].algs == {"ES512"}
+    assert keys[2].key.public_numbers() == rsa_key("b").public_key().public_numbers()
+
+
+def test_a_set_of_100_usable_keys_is_taken_and_unusable_ones_do_not_count() -> None:
+    entries = [*(jwk(ED_KEY, f"k{i}") for i in range(100)),
+               *(jwk(ED_KEY, f"enc{i}", use="enc") for i in range(20))]
+    assert len(parse_jwks(jwks(*entries))) == 100
+
+
+def test_a_set_of_more_than_100_usable_keys_is_refused() -> None:
+    # docs/security.md 3.10: a larger set is refused whole (the source keeps the last good
+    # one), rather than cut to an arbitrary part of what the issuer meant.
+    with pytest.raises(JWKSError, match="more than 100 usable keys"):
+        parse_jwks(jwks(*(jwk(ED_KEY, f"k{i}") for i in range(101))))
+
+
+def test_skipped_keys_are_reported_with_kid_kty_and_reason() -> None:
+    key_set = read_jwks(jwks(
+        jwk(ED_KEY, "ok"), jwk(rsa_key("small", 1024), "small"), jwk(ED_KEY, "enc", use="enc"),
+        jwk(ED_KEY, "wrap", key_ops=["wrapKey"]), {"kty": "oct", "k": b64u(b"s" * 32), "kid": "hs"},
+        jwk(EC_KEYS["P-256"], "as-rsa", alg="RS256"), {"kty": "EC", "crv": "P-256", "kid": "no-x"},
+        {"kty": ["RSA"], "kid": 7},
+    ))
+    assert [k.kid for k in key_set.keys] == ["ok"]
+    assert [(s.index, s.kid, s.kty, s.reason) for s in key_set.skipped] == [
+        (1, "small", "RSA", "rsa_size"), (2, "enc", "OKP", "not_for_signatures"),
+        (3, "wrap", "OKP", "not_for_signatures"), (4, "hs", "oct", "unsupported"),
+        (5, "as-rsa", "EC", "alg_mismatch"), (6, "no-x", "EC", "malformed"),
+        (7, None, None, "malformed"),
+    ]
+    assert all(s.why for s in key_set.skipped)
+
+
+def test_a_set_with_no_usable_key_says_why_in_its_error() -> None:
+    with pytest.raises(JWKSError, match=r"'weak' \(RSA\): RSA modulus under 2048 bits"):
+        parse_jwks(jwks(jwk(rsa_key("weak", 1024), "weak")))
 
 
 def test_keys_without_kid_are_kept() -> None:

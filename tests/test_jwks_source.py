@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -181,6 +182,7 @@ BAD_ANSWERS: dict[str, tuple[int, bytes]] = {
     "keys-not-array": (200, b'{"keys": "b"}'),
     "none-usable": (200, jwks(jwk(rsa_key("weak", 1024), "weak"), {"kty": "oct", "k": "AAAA"})),
     "over-1MiB": (200, jwks(jwk(KEY_B, "b"), {"kty": "pad", "p": "x" * MAX_BODY_BYTES})),
+    "over-100-keys": (200, jwks(jwk(KEY_B, "b"), *(jwk(ED, f"ed{i}") for i in range(100)))),
 }
 
 
@@ -219,6 +221,92 @@ def test_a_bad_first_answer_leaves_the_source_not_ready(answer: str) -> None:
             assert await reason(checker, token) is Reason.OK
 
         run(server.url, scenario, refresh=0.05)
+
+
+def test_a_set_over_the_key_cap_is_refused_with_a_log_line_and_a_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    status, body = BAD_ANSWERS["over-100-keys"]
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            good = store.snapshot
+            refused = metric("authz_jwks_too_many_keys_total")
+            before = failures()
+            server.status, server.body = status, body
+            with caplog.at_level(logging.WARNING, logger="authz.keys.jwks_source"):
+                # The first kid-triggered refresh is always allowed: one fetch, awaited.
+                await source.refresh_unknown_kid(5)
+            assert store.snapshot is good
+            assert metric("authz_jwks_too_many_keys_total") == refused + 1
+            assert failures() == before + 1
+            lines = [r for r in caplog.records if "keeping the last good key set" in r.message]
+            assert len(lines) == 1
+            assert "more than 100 usable keys" in lines[0].__dict__["error"]
+
+        run(server.url, scenario)
+
+
+def _p521_with_a_short_coordinate() -> dict[str, Any]:
+    """A P-521 JWK whose x lacks its leading zero byte, as some libraries export it
+    (RFC 7518 6.2.1.2 wants the full 66 bytes)."""
+    while True:
+        key = ec.generate_private_key(ec.SECP521R1())
+        x = key.public_key().public_numbers().x
+        if x.bit_length() <= 520:
+            entry = jwk(key, "p521-short")
+            entry["x"] = b64u(x.to_bytes(65, "big"))
+            return entry
+
+
+def skipped_gauge(why: str) -> float:
+    return metric("authz_jwks_keys_skipped", {"reason": why})
+
+
+def test_each_skipped_key_is_logged_once_per_change_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    short_p521 = _p521_with_a_short_coordinate()
+    weak = jwk(rsa_key("weak", 1024), "weak")
+    enc = jwk(KEY_B, "enc", use="enc")
+    with JWKSServer(jwks(jwk(KEY_A, "a"), short_p521, weak, enc)) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            def skip_lines() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if r.message == "JWKS key skipped"]
+
+            with caplog.at_level(logging.INFO, logger="authz.keys.jwks_source"):
+                assert await source.wait_ready(5)
+                assert kids(store) == ["a"]
+                lines = skip_lines()
+                assert [(r.__dict__["kid"], r.__dict__["kty"]) for r in lines] == [
+                    ("p521-short", "EC"), ("weak", "RSA"), ("enc", "RSA")]
+                whys = [r.__dict__["why"] for r in lines]
+                assert "wrong length" in whys[0] and "2048" in whys[1] and "'sig'" in whys[2]
+                # Never key material: no coordinate or modulus in any line, whatever field.
+                material = [short_p521["x"], short_p521["y"], weak["n"], enc["n"]]
+                for record in caplog.records:
+                    text = json.dumps(record.__dict__, default=str)
+                    assert not any(value in text for value in material)
+                assert skipped_gauge("malformed") == 1
+                assert skipped_gauge("rsa_size") == 1
+                assert skipped_gauge("not_for_signatures") == 1
+
+                # The same document again changes nothing: no new lines.
+                caplog.clear()
+                await source.refresh_unknown_kid(5)
+                assert server.requests == 2 and skip_lines() == []
+
+                # The issuer drops the enc key: the set changed, the remaining two are told.
+                server.body = jwks(jwk(KEY_A, "a"), short_p521, weak)
+                caplog.clear()
+                await source.refresh_unknown_kid(5)
+                assert server.requests == 3
+                assert [r.__dict__["kid"] for r in skip_lines()] == ["p521-short", "weak"]
+                assert skipped_gauge("not_for_signatures") == 0
+                assert skipped_gauge("malformed") == 1
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
+
+        run(server.url, scenario, kid_refresh_interval=0.0)
 
 
 def test_oversized_answer_is_cut_off_without_a_content_length() -> None:

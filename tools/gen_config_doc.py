@@ -42,7 +42,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "hs256_secret": (
         "UTF-8 text, at least 32 bytes",
-        "The HMAC secret for HS256/HS384/HS512 tokens. Never printed or logged. Prefer "
+        "The HMAC secret for HS256/HS384/HS512 tokens; it verifies HS384 only when at least "
+        "48 bytes long and HS512 only when at least 64 (RFC 7518 3.2), other HS algorithms "
+        "answer `alg_not_allowed`. Never printed or logged. Prefer "
         "`hs256_secret_file` or the environment in production: a secret in a config file "
         "ends up where secrets should not be.",
     ),

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -23,6 +24,9 @@ from authz.keys.snapshot import OKP_ALGS, RSA_ALGS, PublicKey
 log = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+# The most usable keys a set may hold; a larger one is refused whole (docs/security.md
+# 3.10). Issuers publish a handful (the current key, the next, one or two retiring).
+MAX_JWKS_KEYS = 100
 # OpenSSL refuses RSA public operations above 16384 bits; such a key could never verify.
 MAX_RSA_BITS = 16384
 
@@ -41,18 +45,60 @@ class JWKSError(ValueError):
     """The document is not a usable JWKS at all (as opposed to one bad key in it)."""
 
 
+class JWKSTooManyKeys(JWKSError):
+    """The document holds more than MAX_JWKS_KEYS usable keys."""
+
+
+# Why a key is skipped, as the `reason` label of authz_jwks_keys_skipped: a short fixed set.
+SKIP_REASONS = ("not_for_signatures", "unsupported", "alg_mismatch", "rsa_size", "malformed")
+# Longest kid/kty text a log line repeats from the document.
+_SHOWN_CHARS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedKey:
+    """One entry of the document that is not used: its position, kid and kty as the
+    document states them (None when not a string), the SKIP_REASONS code and a sentence.
+    Never any key material."""
+
+    index: int
+    kid: str | None
+    kty: str | None
+    reason: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class JWKSet:
+    """What a JWKS document yields: the usable keys and the entries skipped."""
+
+    keys: tuple[PublicKey, ...]
+    skipped: tuple[SkippedKey, ...]
+
+
 class _SkipKey(Exception):
-    """This one key is unusable; the reason is logged and the rest of the set is kept."""
+    """This one key is unusable; it is reported and the rest of the set is kept."""
+
+    def __init__(self, why: str, reason: str = "malformed") -> None:
+        super().__init__(why)
+        self.reason = reason
 
 
 def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
-    """The usable signing keys of a JWKS document, in document order.
+    """The usable signing keys of a JWKS document, in document order (see `read_jwks`)."""
+    return read_jwks(body).keys
+
+
+def read_jwks(body: bytes) -> JWKSet:
+    """The usable signing keys of a JWKS document, in document order, and the skipped ones.
 
     Raises JWKSError when `body` is not UTF-8 JSON, not an object, has no `keys`
     array, or has keys of which none is usable (a set we cannot use at all is more
-    likely misread than meant; an explicitly empty `keys` array is taken as meant).
-    Individual unusable keys are skipped (and logged); with duplicate `kid`s the first
-    usable key wins.
+    likely misread than meant; an explicitly empty `keys` array is taken as meant);
+    JWKSTooManyKeys when more than MAX_JWKS_KEYS keys are usable.
+    Individual unusable keys are skipped and reported in `skipped` (the source logs them
+    when the set changes). Keys sharing a `kid` are all kept (RFC 7517 4.5 allows it,
+    e.g. an RSA and an EC key): the token's `alg` chooses.
     """
     try:
         doc = json.loads(body.decode("utf-8"))
@@ -65,26 +111,31 @@ def parse_jwks(body: bytes) -> tuple[PublicKey, ...]:
         raise JWKSError("no 'keys' array")
 
     keys: list[PublicKey] = []
-    seen_kids: set[str] = set()
+    skipped: list[SkippedKey] = []
     for index, entry in enumerate(entries):
         try:
             key = _parse_jwk(entry)
         except _SkipKey as skip:
-            kid = entry.get("kid") if isinstance(entry, dict) else None
-            # debug: the same document is re-read every refresh; the loaded kids are logged
-            # at info by the source whenever the set changes.
-            log.debug("JWKS key skipped", extra={"index": index, "kid": kid, "why": str(skip)})
+            fields = entry if isinstance(entry, dict) else {}
+            skipped.append(SkippedKey(index, _shown(fields.get("kid")), _shown(fields.get("kty")),
+                                      skip.reason, str(skip)))
             continue
-        if key.kid is not None:
-            if key.kid in seen_kids:
-                log.warning("JWKS duplicate kid, first key kept",
-                            extra={"index": index, "kid": key.kid})
-                continue
-            seen_kids.add(key.kid)
         keys.append(key)
+        if len(keys) > MAX_JWKS_KEYS:
+            # Stop at once: building the rest of a huge set would cost for nothing.
+            raise JWKSTooManyKeys(
+                f"more than {MAX_JWKS_KEYS} usable keys (of {len(entries)} entries)"
+            )
     if entries and not keys:
-        raise JWKSError(f"none of its {len(entries)} keys is usable")
-    return tuple(keys)
+        whys = "; ".join(f"{s.kid!r} ({s.kty}): {s.why}" for s in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise JWKSError(f"none of its {len(entries)} keys is usable: {whys}{more}")
+    return JWKSet(tuple(keys), tuple(skipped))
+
+
+def _shown(value: object) -> str | None:
+    # kid/kty as a log line may repeat them: text only, and not too much of it.
+    return value[:_SHOWN_CHARS] if isinstance(value, str) else None
 
 
 def _parse_jwk(entry: object) -> PublicKey:
@@ -95,10 +146,10 @@ def _parse_jwk(entry: object) -> PublicKey:
         raise _SkipKey("kid is not a string")
     use = entry.get("use")
     if use is not None and use != "sig":
-        raise _SkipKey("use is not 'sig'")
+        raise _SkipKey("use is not 'sig'", "not_for_signatures")
     ops = entry.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
-        raise _SkipKey("key_ops does not allow 'verify'")
+        raise _SkipKey("key_ops does not allow 'verify'", "not_for_signatures")
 
     kty = entry.get("kty")
     key: _VerifyKey
@@ -110,9 +161,9 @@ def _parse_jwk(entry: object) -> PublicKey:
         key, family, members = _okp(entry)
     elif kty == "oct":
         # A symmetric key in a public document is a leaked secret: never trust it.
-        raise _SkipKey("oct keys are never used from a JWKS")
+        raise _SkipKey("oct keys are never used from a JWKS", "unsupported")
     else:
-        raise _SkipKey("unsupported kty")
+        raise _SkipKey("unsupported kty", "unsupported")
 
     stated = entry.get("alg")
     if stated is None:
@@ -120,7 +171,7 @@ def _parse_jwk(entry: object) -> PublicKey:
     elif isinstance(stated, str) and stated in family:
         algs = frozenset({stated})
     else:
-        raise _SkipKey("stated alg does not fit kty/crv")
+        raise _SkipKey("stated alg does not fit kty/crv", "alg_mismatch")
 
     if "d" in entry:
         # Only the public half is used, but the issuer is publishing private keys.
@@ -133,9 +184,9 @@ def _rsa(entry: Mapping[str, Any]) -> tuple[rsa.RSAPublicKey, frozenset[str], di
     n = int.from_bytes(_b64u_member(entry, "n"), "big")
     e = int.from_bytes(_b64u_member(entry, "e"), "big")
     if n.bit_length() < MIN_RSA_BITS:
-        raise _SkipKey(f"RSA modulus under {MIN_RSA_BITS} bits")
+        raise _SkipKey(f"RSA modulus under {MIN_RSA_BITS} bits", "rsa_size")
     if n.bit_length() > MAX_RSA_BITS:
-        raise _SkipKey(f"RSA modulus over {MAX_RSA_BITS} bits")
+        raise _SkipKey(f"RSA modulus over {MAX_RSA_BITS} bits", "rsa_size")
     try:
         key = rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError:
@@ -149,12 +200,15 @@ def _ec(
 ) -> tuple[ec.EllipticCurvePublicKey, frozenset[str], dict[str, str]]:
     crv = entry.get("crv")
     if not isinstance(crv, str) or crv not in _EC_CURVES:
-        raise _SkipKey("unsupported EC curve")
+        raise _SkipKey("unsupported EC curve", "unsupported")
     curve, size, alg = _EC_CURVES[crv]
     x = _b64u_member(entry, "x")
     y = _b64u_member(entry, "y")
     if len(x) != size or len(y) != size:
-        raise _SkipKey("EC coordinate of the wrong length")
+        raise _SkipKey(
+            f"EC coordinate of the wrong length: {crv} wants {size} bytes each, leading "
+            "zero bytes kept (RFC 7518 6.2.1.2)"
+        )
     try:
         # cryptography checks that the point is on the curve.
         key = ec.EllipticCurvePublicNumbers(
@@ -170,7 +224,7 @@ def _okp(
     entry: Mapping[str, Any],
 ) -> tuple[ed25519.Ed25519PublicKey, frozenset[str], dict[str, str]]:
     if entry.get("crv") != "Ed25519":
-        raise _SkipKey("unsupported OKP curve")
+        raise _SkipKey("unsupported OKP curve", "unsupported")
     x = _b64u_member(entry, "x")
     if len(x) != _ED25519_KEY_BYTES:
         raise _SkipKey("Ed25519 key of the wrong length")

@@ -14,8 +14,9 @@ Refresh behaviour (all per process):
   [50 %, 100 %] of the step. The last good key set stays in use meanwhile.
 - A fetch fails on: connection or TLS error, non-200 status (redirects are followed, but
   never from https to http), no response within IO_TIMEOUT_SECONDS per socket operation
-  or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is not a JWKS, or a
-  non-empty `keys` array with no usable key. An explicitly empty `keys` array is a valid
+  or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is not a JWKS, a
+  non-empty `keys` array with no usable key, or more than MAX_JWKS_KEYS usable keys
+  (also counted in authz_jwks_too_many_keys_total). An explicitly empty `keys` array is a valid
   answer: the issuer has withdrawn every key.
 - Unknown kid: `refresh_unknown_kid` starts one fetch that concurrent callers share, at
   most once per KID_REFRESH_INTERVAL_SECONDS (the first one is always allowed).
@@ -46,15 +47,17 @@ from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
 from authz import __version__
-from authz.keys.jwk import JWKSError, parse_jwks
+from authz.keys.jwk import SKIP_REASONS, JWKSError, JWKSTooManyKeys, SkippedKey, read_jwks
 from authz.keys.snapshot import PublicKey
 from authz.keys.store import KeyStore
 from authz.observability import (
     JWKS_CONSECUTIVE_FAILURES,
     JWKS_KEYS,
+    JWKS_KEYS_SKIPPED,
     JWKS_LAST_SUCCESS,
     JWKS_REFRESH_FAILURE,
     JWKS_REFRESH_SUCCESS,
+    JWKS_TOO_MANY_KEYS,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class JWKSFetchError(Exception):
 @dataclass(frozen=True, slots=True)
 class _Answer:
     keys: tuple[PublicKey, ...]
+    skipped: tuple[SkippedKey, ...]
     max_age: float | None
 
 
@@ -130,6 +134,7 @@ class JWKSSource:
         self._task: asyncio.Task[None] | None = None
         self._kid_task: asyncio.Task[_Answer | None] | None = None
         self._last_kid_refresh: float | None = None
+        self._skipped: tuple[SkippedKey, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -229,18 +234,33 @@ class JWKSSource:
             before = self._store.snapshot
             self._store.set_public_keys(answer.keys)
             JWKS_KEYS.set(len(answer.keys))
+            for why in SKIP_REASONS:
+                JWKS_KEYS_SKIPPED.labels(why).set(sum(s.reason == why for s in answer.skipped))
             self._loaded.set()
-            if not before.jwks_loaded or {k.thumbprint for k in before.public_keys} != {
-                k.thumbprint for k in answer.keys
-            }:
-                log.info("JWKS key set loaded",
-                         extra={"url": self._shown_url, "trigger": trigger,
-                                "keys": len(answer.keys),
-                                "kids": [k.kid for k in answer.keys[:20]]})
-                if not answer.keys:
-                    log.warning("JWKS key set is empty: no RS/PS/ES/EdDSA token can verify",
-                                extra={"url": self._shown_url})
+            if (
+                not before.jwks_loaded
+                or [k.ident for k in before.public_keys] != [k.ident for k in answer.keys]
+                or answer.skipped != self._skipped
+            ):
+                self._log_loaded(trigger, answer)
+            self._skipped = answer.skipped
         return answer
+
+    def _log_loaded(self, trigger: str, answer: _Answer) -> None:
+        # Only when the set changed: the same document is re-read every refresh.
+        log.info("JWKS key set loaded",
+                 extra={"url": self._shown_url, "trigger": trigger, "keys": len(answer.keys),
+                        "skipped": len(answer.skipped),
+                        "kids": [k.kid for k in answer.keys[:20]]})
+        for skip in answer.skipped:
+            # A skipped key's tokens answer unknown_kid: say which and why (never its
+            # material: the entry's kid and kty only).
+            log.warning("JWKS key skipped",
+                        extra={"url": self._shown_url, "index": skip.index, "kid": skip.kid,
+                               "kty": skip.kty, "reason": skip.reason, "why": skip.why})
+        if not answer.keys:
+            log.warning("JWKS key set is empty: no RS/PS/ES/EdDSA token can verify",
+                        extra={"url": self._shown_url})
 
     def _fetch(self) -> _Answer:
         # Runs in a worker thread: blocking I/O, no event-loop state touched.
@@ -265,10 +285,13 @@ class JWKSSource:
             # OSError covers socket timeouts and TLS errors; ValueError a bad URL or header.
             raise JWKSFetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
         try:
-            keys = parse_jwks(body)
+            key_set = read_jwks(body)
+        except JWKSTooManyKeys as exc:
+            JWKS_TOO_MANY_KEYS.inc()
+            raise JWKSFetchError(f"key set refused: {exc}") from None
         except JWKSError as exc:
             raise JWKSFetchError(f"not a usable JWKS: {exc}") from None
-        return _Answer(keys, max_age)
+        return _Answer(key_set.keys, key_set.skipped, max_age)
 
 
 def _read_capped(response: HTTPResponse, deadline: float) -> bytes:
