@@ -51,7 +51,7 @@ JWKS_KEYS_SKIPPED = Gauge(
     "Entries of the current JWKS document that are not used, by reason "
     "(not_for_signatures, unsupported, alg_mismatch, rsa_size, malformed).",
     ["reason"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 JWKS_TOO_MANY_KEYS = Counter(
     "authz_jwks_too_many_keys",
