@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from authz import __version__
-from authz.decision import Decision, Reason, status_of
-from authz.request import RequestView
+from authz.core.decision import Decision, Reason, status_of
+from authz.core.request import RequestView
 
 CHECKS = Counter(
     "authz_checks",

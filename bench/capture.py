@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
-from authz.grpc_front import CHECK_METHOD_PATH
+from authz.fronts.grpc import CHECK_METHOD_PATH
 from tests.harness import echo_upstream, free_port, request, run_envoy
 
 _SERVICE, _, _METHOD = CHECK_METHOD_PATH[1:].rpartition("/")

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from authz.envoy_config import PROJECT_ENVOY_YAML
+from authz._support.envoy_config import PROJECT_ENVOY_YAML
 
 _HCM = "envoy.filters.network.http_connection_manager"
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"

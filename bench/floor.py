@@ -21,8 +21,8 @@ from typing import Any
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
-from authz.grpc_front import CHECK_METHOD_PATH
-from authz.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS
+from authz.fronts.grpc import CHECK_METHOD_PATH
+from authz.service.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS
 
 _SERVICE, _, _METHOD = CHECK_METHOD_PATH[1:].rpartition("/")
 ALLOW_BYTES = CheckResponse(status={"code": 0}, ok_response={}).SerializeToString()

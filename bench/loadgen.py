@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
-from authz.grpc_front import CHECK_METHOD_PATH
+from authz.fronts.grpc import CHECK_METHOD_PATH
 from bench.measure import Load, percentile
 
 

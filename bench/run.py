@@ -35,10 +35,10 @@ from typing import Any
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.envoy_config import envoy_command
-from authz.grpc_front import CHECK_METHOD_PATH
-from authz.loopback import free_port, stop_process, wait_until
-from authz.mint import mint_hmac
+from authz._support.envoy_config import envoy_command
+from authz._support.loopback import free_port, stop_process, wait_until
+from authz.core.mint import mint_hmac
+from authz.fronts.grpc import CHECK_METHOD_PATH
 from bench import configs
 from bench.capture import capture_check_request
 from bench.loadgen import send_each

@@ -22,15 +22,15 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from authz.envoy_config import (
+from authz._support.envoy_config import (
     PROJECT_ENVOY_YAML,
     envoy_binary,
     envoy_command,
     render_envoy_config,
 )
-from authz.loopback import cluster_healthy, echo_server, stop_process
-from authz.loopback import free_port as free_port  # re-exported for the tests
-from authz.loopback import wait_until as wait_until  # re-exported for the tests
+from authz._support.loopback import cluster_healthy, echo_server, stop_process
+from authz._support.loopback import free_port as free_port  # re-exported for the tests
+from authz._support.loopback import wait_until as wait_until  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = PROJECT_ENVOY_YAML

@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.grpc_front import CHECK_METHOD_PATH
-from authz.mint import mint_hmac
+from authz.core.mint import mint_hmac
+from authz.fronts.grpc import CHECK_METHOD_PATH
 from tests.jwks_server import jwk, jwks, rsa_key, sign
 
 REST = "/LiveApp/rest/v2/broadcasts/list/0/10"

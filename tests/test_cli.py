@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from authz.cli import main
-from authz.core import decide
-from authz.decision import Reason
+from authz.cli.main import main
+from authz.cli.token import TokenOptionError, parse_claim, parse_duration
+from authz.core.decide import decide
+from authz.core.decision import Reason
+from authz.core.mint import mint_hmac
+from authz.core.request import RequestView
 from authz.keys.snapshot import KeySnapshot
-from authz.mint import mint_hmac
-from authz.request import RequestView
 from authz.settings import load_settings
-from authz.token_command import TokenOptionError, parse_claim, parse_duration
 from tests.harness import (
     ROOT,
     SECRET,

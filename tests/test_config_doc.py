@@ -14,8 +14,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import authz.server  # noqa: F401 - registers every metric the service exports
-from authz.decision import Reason, status_of
+import authz.service.server  # noqa: F401 - registers every metric the service exports
+from authz.core.decision import Reason, status_of
 from authz.settings import load_settings
 from tests.harness import ROOT, SECRET
 

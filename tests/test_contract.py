@@ -14,9 +14,9 @@ from envoy_data_plane.envoy.type import v3 as types
 from envoy_data_plane.google import protobuf as wkt
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-from authz.decision import Decision, Reason, deny, status_of
-from authz.grpc_front import check_response, encode_response, request_view
-from authz.request import RequestView
+from authz.core.decision import Decision, Reason, deny, status_of
+from authz.core.request import RequestView
+from authz.fronts.grpc import check_response, encode_response, request_view
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ.c2ln"
 OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD

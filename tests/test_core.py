@@ -13,14 +13,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from prometheus_client import REGISTRY
 
-from authz.core import decide
-from authz.decision import Decision, Reason
+from authz.core.decide import decide
+from authz.core.decision import Decision, Reason
+from authz.core.mint import b64url, mint_hmac
+from authz.core.request import RequestView
+from authz.core.token_cache import TokenCache
 from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot, PublicKey
-from authz.mint import b64url, mint_hmac
-from authz.request import RequestView
 from authz.settings import ClaimRule, Policy, Settings
-from authz.token_cache import TokenCache
 from tests.jwks_server import jwk, jwks, rsa_key, sign
 
 SECRET = b"zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"

@@ -15,9 +15,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from authz.addresses import split_host_port
-from authz.cli import build_parser
+from authz.cli.main import build_parser
 from authz.settings import Settings
+from authz.settings.addresses import split_host_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -137,7 +137,7 @@ def test_every_copied_file_exists_and_is_in_the_build_context() -> None:
 def test_dockerignore_keeps_local_state_out() -> None:
     for path in (".venv/bin/python", ".git/HEAD", "tests/harness.py", "authz/__pycache__/x.pyc"):
         assert _ignored(path), path
-    assert not _ignored("authz/cli.py")
+    assert not _ignored("authz/cli/main.py")
 
 
 def test_final_stage_runs_authz_serve_as_an_unprivileged_user() -> None:

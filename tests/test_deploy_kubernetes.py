@@ -25,8 +25,8 @@ import referencing
 import yaml
 
 import authz
-from authz.addresses import split_host_port
 from authz.settings import Settings, load_settings
+from authz.settings.addresses import split_host_port
 from tests.harness import assert_envoy_config_valid
 
 ROOT = Path(__file__).resolve().parent.parent

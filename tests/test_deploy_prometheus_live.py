@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from authz._pb.envoy.service.auth.v3 import external_auth_pb2
-from authz.envoy_config import envoy_command, render_envoy_config
-from authz.mint import mint_hmac
+from authz._support.envoy_config import envoy_command, render_envoy_config
+from authz.core.mint import mint_hmac
 from tests.harness import (
     AUTHZ_METRICS,
     SECRET,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.mint import b64url, mint_hmac
+from authz.core.mint import b64url, mint_hmac
 from tests.harness import (
     AMS_DOCS_TOKEN,
     ENVOY_HTTP_YAML,

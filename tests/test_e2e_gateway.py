@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authz.mint import mint_hmac
+from authz.core.mint import mint_hmac
 from tests.harness import (
     ENVOY_HTTP_YAML,
     ENVOY_YAML,

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.checker import Checker
-from authz.grpc_front import CHECK_METHOD_PATH, add_authorization_service
+from authz.fronts.grpc import CHECK_METHOD_PATH, add_authorization_service
 from authz.keys.snapshot import KeySnapshot
+from authz.service.checker import Checker
 from tests.test_fuzz_core import (
     BAD_CHARS,
     KEYS,

@@ -17,9 +17,9 @@ from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.service.auth import v3 as auth
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from authz.decision import Decision, Reason, deny
-from authz.grpc_front import add_authorization_service, add_health_service
-from authz.request import RequestView
+from authz.core.decision import Decision, Reason, deny
+from authz.core.request import RequestView
+from authz.fronts.grpc import add_authorization_service, add_health_service
 
 CHECK = "/envoy.service.auth.v3.Authorization/Check"
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2VjcmV0"

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from authz.checker import Checker
-from authz.decision import Decision
-from authz.http_front import (
+from authz.core.decision import Decision
+from authz.core.mint import mint_hmac
+from authz.core.request import RequestView
+from authz.fronts.http import (
     HEADER_READ_TIMEOUT_MS,
     REMOVE_HEADER,
     Check,
@@ -27,8 +28,7 @@ from authz.http_front import (
     request_view,
 )
 from authz.keys.store import KeyStore
-from authz.mint import mint_hmac
-from authz.request import RequestView
+from authz.service.checker import Checker
 from authz.settings import load_settings
 from tests.harness import ENVOY_HTTP_YAML, POLICIES_YAML, SECRET, Response, free_port, request
 

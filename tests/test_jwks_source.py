@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from prometheus_client import REGISTRY
 
-from authz.checker import Checker
-from authz.decision import Reason
+from authz.core.decision import Reason
+from authz.core.mint import mint_hmac
+from authz.core.request import RequestView
 from authz.keys.jwks_source import MAX_BODY_BYTES, JWKSSource
 from authz.keys.store import KeyStore
-from authz.mint import mint_hmac
-from authz.request import RequestView
+from authz.service.checker import Checker
 from authz.settings import Settings, load_settings
 from tests.jwks_server import (
     JWKSServer,

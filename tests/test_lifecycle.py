@@ -4,12 +4,12 @@
 - A second SIGTERM while draining exits at once.
 - A JWKS unreachable at start: not ready and 503 jwks_unavailable for RS tokens until it
   is reachable, then ready within the backoff bound.
-- Overload: past authz.server.MAX_CONCURRENT_RPCS Checks in progress, RESOURCE_EXHAUSTED
+- Overload: past authz.service.server.MAX_CONCURRENT_RPCS Checks in progress, RESOURCE_EXHAUSTED
   at once (Envoy: 503), not a queue that grows without end.
 - A stalled authz: Envoy gives up after its ext_authz timeout and fails closed (503).
 
 Checks are held in flight by a JWKS server that hangs: a token with an unknown kid waits
-for the kid-triggered refresh (authz.checker.UNKNOWN_KID_WAIT_SECONDS) before its answer.
+for the kid-triggered refresh (authz.service.checker.UNKNOWN_KID_WAIT_SECONDS) before its answer.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from authz.checker import UNKNOWN_KID_WAIT_SECONDS
-from authz.grpc_front import CHECK_METHOD_PATH
-from authz.server import DRAIN_GRACE_SECONDS, MAX_CONCURRENT_RPCS
+from authz.fronts.grpc import CHECK_METHOD_PATH
+from authz.service.checker import UNKNOWN_KID_WAIT_SECONDS
+from authz.service.server import DRAIN_GRACE_SECONDS, MAX_CONCURRENT_RPCS
 from tests.harness import (
     SECRET,
     Authz,
@@ -159,7 +159,7 @@ def test_second_sigterm_exits_at_once(stack: Stack) -> None:
     stack.jwks.delay = 60
     unknown = rs256("never-published")
     with ThreadPoolExecutor(8) as pool:
-        # Two of these wait for the hung refresh (authz.checker.MAX_KID_WAITERS).
+        # Two of these wait for the hung refresh (authz.service.checker.MAX_KID_WAITERS).
         in_flight = [pool.submit(grpc_check, stack.authz.grpc_port, check_request(unknown))
                      for _ in range(4)]
         envoy_in_flight = pool.submit(stack.get, unknown)
@@ -314,7 +314,7 @@ def test_overload_is_shed_with_resource_exhausted(stack: Stack) -> None:
     print(f"overload: {count} Checks at once, {admitted} answered, {shed} shed; Envoy {statuses}")
     assert admitted + shed == count
     # grpc.aio took every stream at once and shed past the bound; grpcio's thread-pool server
-    # (authz/server.py) takes calls one at a time, so on an idle machine it drains the burst
+    # (authz/service/server.py) takes calls one at a time, so on an idle machine it drains the burst
     # without reaching the bound (nothing shed) and on a busy one it sheds. Either way every
     # Check is answered or shed, and in time (below).
     assert admitted >= MAX_CONCURRENT_RPCS // 2

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from authz.policy import ip_allowed
+from authz.core.policy import ip_allowed
 from authz.settings import (
     ClaimRule,
     Policy,

@@ -11,13 +11,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from authz.core import decide
+from authz.core.decide import decide
+from authz.core.mint import mint_hmac
+from authz.core.request import RequestView
+from authz.core.token_cache import TokenCache
 from authz.keys.jwk import JWKSError, parse_jwks
 from authz.keys.snapshot import KeySnapshot
-from authz.mint import mint_hmac
-from authz.request import RequestView
 from authz.settings import Settings
-from authz.token_cache import TokenCache
 from tests.jwks_server import PrivateKey, jwk, jwks, rsa_key, sign
 
 NOW = 1_800_000_000.0

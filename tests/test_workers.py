@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.grpc_front import CHECK_METHOD_PATH
-from authz.mint import mint_hmac
-from authz.workers import parse_workers
+from authz.core.mint import mint_hmac
+from authz.fronts.grpc import CHECK_METHOD_PATH
+from authz.service.workers import parse_workers
 from tests.harness import SECRET, Authz, request, run_authz, wait_until
 from tests.jwks_server import JWKSServer, jwk, jwks
 

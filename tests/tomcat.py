@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authz.loopback import free_port, stop_process, wait_until
+from authz._support.loopback import free_port, stop_process, wait_until
 from tests.harness import RawResponse, raw_request, send_raw
 
 CATALINA_HOME = Path("/usr/share/tomcat10")

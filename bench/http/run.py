@@ -41,9 +41,9 @@ from typing import Any
 
 import yaml
 
-from authz.envoy_config import PROJECT_ROOT, envoy_command, render_envoy_config
-from authz.loopback import free_port, stop_process, wait_until
-from authz.mint import mint_hmac
+from authz._support.envoy_config import PROJECT_ROOT, envoy_command, render_envoy_config
+from authz._support.loopback import free_port, stop_process, wait_until
+from authz.core.mint import mint_hmac
 from bench import configs
 from bench.http.floor import SERVERS
 from bench.measure import Load, cpu_seconds, wrk

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.addresses import split_host_port
-from authz.grpc_front import CHECK_METHOD_PATH
+from authz.fronts.grpc import CHECK_METHOD_PATH
+from authz.settings.addresses import split_host_port
 
 EXIT_ALLOW = 0
 EXIT_DENY = 1

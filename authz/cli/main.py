@@ -36,8 +36,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from authz.server import run
-    from authz.workers import is_worker, metrics_registry, supervise
+    from authz.service.server import run
+    from authz.service.workers import is_worker, metrics_registry, supervise
 
     settings = _settings(args)
     setup_logging(settings.log_level)
@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _parse_workers(text: str) -> int:
-    from authz.workers import parse_workers
+    from authz.service.workers import parse_workers
 
     return parse_workers(text)
 
@@ -68,7 +68,7 @@ def _option(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from authz.token_command import TokenOptionError, build_claims, mint_token
+    from authz.cli.token import TokenOptionError, build_claims, mint_token
 
     settings = _settings(args)
     issuer = args.iss if args.iss is not None else settings.issuer
@@ -84,7 +84,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _add_token_parser(commands: Any) -> None:
-    from authz.token_command import parse_claim, parse_duration
+    from authz.cli.token import parse_claim, parse_duration
 
     token = commands.add_parser(
         "token",
@@ -121,7 +121,7 @@ def _add_token_parser(commands: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from authz.check_command import (
+    from authz.cli.check import (
         EXIT_ALLOW,
         EXIT_DENY,
         EXIT_ERROR,
@@ -152,7 +152,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _add_check_parser(commands: Any) -> None:
-    from authz.check_command import check_target, parse_context, parse_header
+    from authz.cli.check import check_target, parse_context, parse_header
 
     check = commands.add_parser(
         "check",
@@ -198,7 +198,7 @@ def _add_check_parser(commands: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from authz.demo import run_demo
+    from authz.cli.demo import run_demo
 
     return run_demo(port=args.port, envoy_config=args.envoy_config)
 
@@ -244,6 +244,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     code: int = args.handler(args)
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

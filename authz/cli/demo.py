@@ -27,16 +27,16 @@ from typing import Any
 
 import yaml
 
-from authz.envoy_config import (
+from authz._support.envoy_config import (
     EnvoyNotFoundError,
     envoy_command,
     find_envoy_yaml,
     render_envoy_config,
 )
-from authz.loopback import cluster_healthy, echo_server, free_port, stop_process
-from authz.mint import mint_hmac
+from authz._support.loopback import cluster_healthy, echo_server, free_port, stop_process
+from authz.core.mint import mint_hmac
 from authz.observability import setup_logging
-from authz.server import Service
+from authz.service.server import Service
 from authz.settings import load_settings
 
 EXIT_STOPPED = 0

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from authz.addresses import split_host_port
+from authz.settings.addresses import split_host_port
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The default policy's name: routes naming it, or none, get `Settings.default_policy`.

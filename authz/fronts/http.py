@@ -25,10 +25,10 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from authz.addresses import split_host_port
-from authz.decision import Decision, Reason, deny, status_of
-from authz.policy import POLICY_CONTEXT_KEY, legal_header_value
-from authz.request import RequestView
+from authz.core.decision import Decision, Reason, deny, status_of
+from authz.core.policy import POLICY_CONTEXT_KEY, legal_header_value
+from authz.core.request import RequestView
+from authz.settings.addresses import split_host_port
 
 log = logging.getLogger("authz.http")
 
@@ -159,7 +159,7 @@ def answer(decision: Decision) -> Answer:
     return Answer(decision.status, headers + _metadata_headers(decision), decision.body.encode())
 
 
-# Denials are shared objects (authz.decision builds each once): so are their answers.
+# Denials are shared objects (authz.core.decision builds each once): so are their answers.
 _DENIAL_ANSWERS: dict[Reason, Answer] = {
     reason: answer(deny(reason)) for reason in Reason if status_of(reason) != 200
 }

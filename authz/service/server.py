@@ -19,16 +19,16 @@ import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from authz.checker import Checker
-from authz.decision import Decision
-from authz.grpc_front import add_threaded_authorization_service, add_threaded_health_service
-from authz.http_endpoint import HttpEndpoint
-from authz.http_front import HttpFront
+from authz.core.decision import Decision
+from authz.core.request import RequestView
+from authz.fronts.grpc import add_threaded_authorization_service, add_threaded_health_service
+from authz.fronts.http import HttpFront
+from authz.fronts.probes import HttpEndpoint
 from authz.keys.jwks_source import JWKSSource
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
 from authz.observability import CHECKS_BY_TRANSPORT, counted_by_transport, init_metrics
-from authz.request import RequestView
+from authz.service.checker import Checker
 from authz.settings import Settings
 
 log = logging.getLogger("authz.server")

@@ -9,9 +9,9 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from authz.core.verify import VerifiedToken
 from authz.keys.snapshot import KeySnapshot
 from authz.observability import TOKEN_CACHE_HIT, TOKEN_CACHE_MISS
-from authz.verify import VerifiedToken
 
 _NO_CLAIMS: MappingProxyType[str, Any] = MappingProxyType({})
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 
-from authz.decision import Decision, Reason, deny
-from authz.extract import extract_token
+from authz.core.decision import Decision, Reason, deny
+from authz.core.extract import extract_token
+from authz.core.policy import check_required_claims, ip_allowed, select_policy, upstream_headers
+from authz.core.request import RequestView
+from authz.core.token_cache import TokenCache
+from authz.core.verify import TokenError, check_claims, check_shape, check_times, verify_token
 from authz.keys.snapshot import KeySnapshot
-from authz.policy import check_required_claims, ip_allowed, select_policy, upstream_headers
-from authz.request import RequestView
 from authz.settings import Settings
-from authz.token_cache import TokenCache
-from authz.verify import TokenError, check_claims, check_shape, check_times, verify_token
 
 # RFC 9110 field-name (token) characters.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from authz.decision import Reason
-from authz.verify import TokenError
+from authz.core.decision import Reason
+from authz.core.verify import TokenError
 
 
 def extract_token(authorization: str | None) -> str | None:

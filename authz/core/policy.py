@@ -7,9 +7,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from authz.decision import Reason
+from authz.core.decision import Reason
+from authz.core.verify import TokenError
 from authz.settings import DEFAULT_POLICY, ClaimRule, Network, Policy, Settings
-from authz.verify import TokenError
 
 POLICY_CONTEXT_KEY = "policy"
 SUB_HEADER = "x-jwt-sub"

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 # The repository root when authz runs from a checkout (editable install), where envoy.yaml is.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_ENVOY_YAML = PROJECT_ROOT / "envoy.yaml"
 
 

@@ -49,7 +49,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_ENV = "_AUTHZ_SUPERVISOR_PID"
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
-# A worker gets its own drain grace (authz.server.DRAIN_GRACE_SECONDS) plus this margin.
+# A worker gets its own drain grace (authz.service.server.DRAIN_GRACE_SECONDS) plus this margin.
 STOP_TIMEOUT_SECONDS = 15.0
 _POLL_SECONDS = 0.2
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from authz.decision import Reason
+from authz.core.decision import Reason
 from authz.keys.snapshot import HMAC_ALGS, PUBLIC_ALGS, KeySnapshot, PublicKey
 
 MAX_TOKEN_BYTES = 8 * 1024

@@ -14,14 +14,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from authz.addresses import split_host_port
+from authz.settings.addresses import split_host_port
 
 StartResponse = Callable[..., Any]
 
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
-    # `authz serve --workers N`: every worker binds the same port (authz/workers.py).
+    # `authz serve --workers N`: every worker binds the same port (authz/service/workers.py).
     allow_reuse_port = True
 
 

@@ -21,9 +21,9 @@ from authz._pb.envoy.service.auth.v3 import external_auth_pb2
 from authz._pb.envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from authz._pb.envoy.type.v3.http_status_pb2 import StatusCode
-from authz.decision import Decision, Reason, deny, status_of
+from authz.core.decision import Decision, Reason, deny, status_of
+from authz.core.request import RequestView
 from authz.observability import CHECKS_BY_REASON
-from authz.request import RequestView
 
 log = logging.getLogger("authz.grpc")
 
@@ -134,7 +134,7 @@ def check_response(decision: Decision) -> CheckResponse:
     return response
 
 
-# Denials are shared objects (authz.decision builds each once): their bytes are built once
+# Denials are shared objects (authz.core.decision builds each once): their bytes are built once
 # too, keyed by identity. Holding the Decision in the entry keeps its id from being reused.
 _DENIAL_BYTES: dict[int, tuple[Decision, bytes]] = {
     id(denial): (denial, check_response(denial).SerializeToString())

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from authz.core import decide
-from authz.decision import Decision, Reason, deny
+from authz.core.decide import decide
+from authz.core.decision import Decision, Reason, deny
+from authz.core.request import RequestView
+from authz.core.token_cache import TokenCache
 from authz.keys.snapshot import KeySnapshot
 from authz.observability import CHECK_DURATION, CHECKS_BY_REASON
-from authz.request import RequestView
 from authz.settings import Settings
-from authz.token_cache import TokenCache
 
 log = logging.getLogger("authz.check")
 

@@ -1,0 +1,1 @@
+"""The front doors: gRPC Check API, Envoy's HTTP ext_authz mode, metrics and probes."""

@@ -1,0 +1,1 @@
+"""The running service: the checker (snapshot + clock + core), lifecycle, workers."""
