@@ -88,6 +88,11 @@ TOKEN_CACHE_HIT = TOKEN_CACHE_LOOKUPS.labels("hit")
 TOKEN_CACHE_MISS = TOKEN_CACHE_LOOKUPS.labels("miss")
 
 
+def count_token_cache_lookup(hit: bool) -> None:
+    """The core's TokenCache reports each lookup here (its `on_lookup`)."""
+    (TOKEN_CACHE_HIT if hit else TOKEN_CACHE_MISS).inc()
+
+
 def counted_by_transport(
     check: Callable[[RequestView], Awaitable[Decision]], transport: str
 ) -> Callable[[RequestView], Awaitable[Decision]]:

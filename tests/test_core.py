@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from prometheus_client import REGISTRY
 
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason
@@ -75,12 +74,14 @@ def reason(authorization: str | None, **kw: Any) -> Reason:
     return run(authorization, **kw).reason
 
 
-def cache_lookups() -> dict[str, float]:
-    return {
-        result: REGISTRY.get_sample_value("authz_token_cache_lookups_total", {"result": result})
-        or 0.0
-        for result in ("hit", "miss")
-    }
+class Lookups:
+    """A TokenCache's `on_lookup`: counts hits and misses as the service's metric does."""
+
+    def __init__(self) -> None:
+        self.counts = {"hit": 0, "miss": 0}
+
+    def __call__(self, hit: bool) -> None:
+        self.counts["hit" if hit else "miss"] += 1
 
 
 class TestAllow:
@@ -640,21 +641,20 @@ class TestCache:
     def test_junk_and_oversized_tokens_never_reach_the_cache(self, junk: str) -> None:
         # Size and shape come first: junk costs no hashing and is not counted as a miss,
         # so the hit ratio is about tokens that could have been cached.
-        cache = TokenCache(10)
-        before = cache_lookups()
+        lookups = Lookups()
+        cache = TokenCache(10, on_lookup=lookups)
         assert decide(view(junk), KEYS, SETTINGS, NOW, cache).reason is Reason.MALFORMED
-        assert cache_lookups() == before
+        assert lookups.counts == {"hit": 0, "miss": 0}
 
     def test_well_shaped_tokens_are_counted(self) -> None:
-        cache = TokenCache(10)
-        before = cache_lookups()
+        lookups = Lookups()
+        cache = TokenCache(10, on_lookup=lookups)
         forged = mint_hmac({"sub": "alice"}, OTHER_SECRET)
         assert decide(view(forged), KEYS, SETTINGS, NOW, cache).reason is Reason.BAD_SIGNATURE
         good = view(token())
         assert decide(good, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
         assert decide(good, KEYS, SETTINGS, NOW, cache).reason is Reason.OK
-        after = cache_lookups()
-        assert (after["hit"] - before["hit"], after["miss"] - before["miss"]) == (1, 2)
+        assert lookups.counts == {"hit": 1, "miss": 2}
 
     def test_bounded(self) -> None:
         cache = TokenCache(3)

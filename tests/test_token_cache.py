@@ -4,6 +4,7 @@ withdrawn, skipped), the decision with a warm cache equals the one computed afre
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -154,3 +155,33 @@ def test_cached_decision_equals_the_fresh_one(tokens: list[str], history: list[S
             fresh = decide(view, keys, SETTINGS, NOW)
             assert decide(view, keys, SETTINGS, NOW, cache) == fresh, (token, step)
             assert decide(view, keys, SETTINGS, NOW, cache) == fresh, (token, step)
+
+
+def test_shared_between_threads_without_a_lock() -> None:
+    # Eight threads hit, miss, put and evict on a cache far smaller than their tokens: no
+    # exception, the bound holds, and every answer is a hit for the right token or a miss.
+    keys = KeySnapshot.build(secrets=(SECRETS["s32"],))
+    tokens = [mint_hmac({"sub": f"u{i}", "exp": NOW + 600}, SECRETS["s32"]) for i in range(40)]
+    outcomes: list[bool] = []
+    cache = TokenCache(8, on_lookup=outcomes.append)
+    errors: list[BaseException] = []
+    rules = Settings(hs256_secret="x" * 32)
+
+    def work(offset: int) -> None:
+        try:
+            for round_ in range(300):
+                token = tokens[(offset + round_) % len(tokens)]
+                view = RequestView(authorization=token, source_ip=None)
+                decision = decide(view, keys, rules, NOW, cache)
+                assert decision.sub == f"u{(offset + round_) % len(tokens)}"
+        except BaseException as error:  # reported below, with the thread's failure
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i * 5,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(cache) <= 8
+    assert len(outcomes) == 8 * 300

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
 from authz.core.verify import VerifiedToken
 from authz.keys.snapshot import KeySnapshot
-from authz.observability import TOKEN_CACHE_HIT, TOKEN_CACHE_MISS
 
 _NO_CLAIMS: MappingProxyType[str, Any] = MappingProxyType({})
 
@@ -32,13 +31,22 @@ class TokenCache:
     decision; time claims are re-checked by the caller on every use. With
     `keep_claims` false (no policy reads claims beyond sub/iss/aud and the times) the
     claims mapping is not kept, which halves an entry.
+
+    Each lookup's outcome goes to `on_lookup` (True: hit), so the caller counts it; the
+    cache itself keeps no metrics. No lock: every OrderedDict method used here is one C
+    call under the GIL, and a lookup that races another thread's eviction is a miss.
     """
 
-    def __init__(self, max_entries: int, keep_claims: bool = True) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        keep_claims: bool = True,
+        on_lookup: Callable[[bool], None] | None = None,
+    ) -> None:
         self._max = max_entries
         self._keep_claims = keep_claims
+        self._on_lookup = on_lookup
         self._entries: OrderedDict[bytes, VerifiedToken] = OrderedDict()
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -46,15 +54,19 @@ class TokenCache:
     def get(self, token: str, keys: KeySnapshot) -> VerifiedToken | None:
         """The cached verification of `token`, if its key is still in `keys`."""
         key = _key(token)
-        with self._lock:
-            verified = self._entries.get(key)
-            if verified is not None:
-                if verified.key_id in keys.key_ids:
+        verified = self._entries.get(key)
+        if verified is not None:
+            if verified.key_id not in keys.key_ids:
+                self._entries.pop(key, None)
+                verified = None
+            else:
+                # Hot path: a bare try costs nothing, contextlib.suppress is a call.
+                try:  # noqa: SIM105
                     self._entries.move_to_end(key)
-                else:
-                    del self._entries[key]
-                    verified = None
-        (TOKEN_CACHE_MISS if verified is None else TOKEN_CACHE_HIT).inc()
+                except KeyError:  # evicted by another thread since the get: still valid
+                    pass
+        if self._on_lookup is not None:
+            self._on_lookup(verified is not None)
         return verified
 
     def put(self, token: str, verified: VerifiedToken) -> None:
@@ -63,8 +75,9 @@ class TokenCache:
             return
         if not self._keep_claims:
             verified = replace(verified, claims=_NO_CLAIMS)
-        key = _key(token)
-        with self._lock:
-            self._entries[key] = verified
-            if len(self._entries) > self._max:
+        self._entries[_key(token)] = verified
+        while len(self._entries) > self._max:
+            try:
                 self._entries.popitem(last=False)
+            except KeyError:  # emptied by other threads meanwhile
+                break

@@ -21,7 +21,7 @@ from authz.core.decision import Decision, Reason, deny
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.keys.snapshot import KeySnapshot
-from authz.observability import CHECK_DURATION, CHECKS_BY_REASON
+from authz.observability import CHECK_DURATION, CHECKS_BY_REASON, count_token_cache_lookup
 from authz.settings import Settings
 
 log = logging.getLogger("authz.check")
@@ -62,7 +62,9 @@ class Checker:
         # forward_claims rules; without any, cache entries need not keep them.
         policies = (settings.default_policy, *settings.policies.values())
         keep_claims = any(p.required_claims or p.forward_claims for p in policies)
-        self._cache = TokenCache(settings.token_cache_size, keep_claims)
+        self._cache = TokenCache(
+            settings.token_cache_size, keep_claims, on_lookup=count_token_cache_lookup
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kid_waiters = threading.BoundedSemaphore(MAX_KID_WAITERS)
 
