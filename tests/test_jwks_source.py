@@ -8,6 +8,7 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -88,10 +89,12 @@ Scenario = Callable[[JWKSSource, KeyStore, Checker], Awaitable[None]]
 
 
 def run(url: str, scenario: Scenario, refresh: float = 300.0, secret: str | None = None,
-        **options: Any) -> None:
-    """Start a source for `url` (with a Checker wired as the server does), run `scenario`."""
+        settings_url: str | None = None, **options: Any) -> None:
+    """Start a source for `url` (with a Checker wired as the server does), run `scenario`.
+
+    The settings name `settings_url` when given (for a `url` they would refuse)."""
     async def main() -> None:
-        settings = settings_for(url, secret)
+        settings = settings_for(settings_url or url, secret)
         store = KeyStore(settings)
         source = JWKSSource(url, store, refresh_seconds=refresh, **{**FAST, **options})
         checker = Checker(settings, store, source.refresh_unknown_kid)
@@ -448,6 +451,37 @@ def test_redirects_are_followed_but_never_from_https_to_http(tmp_path: Path) -> 
                 assert kids(store) == ["a"] and plain.requests == 1
 
             run(hop.url, same_scheme)
+
+
+LEAKY = ("leaky-user", "leaky-password-7c1e", "leaky-query-key-93ad")
+
+
+def test_failure_logs_never_quote_a_url(caplog: pytest.LogCaptureFixture) -> None:
+    # urllib's and http.client's messages quote URLs, userinfo and query included: a
+    # redirect to a URL with a password (http.client reads "password@host" as a port),
+    # and a URL that http.client refuses for a control character.
+    user, password, query_key = LEAKY
+    with JWKSServer(SET_A) as target, JWKSServer(b"") as redirector:
+        redirector.status = 302
+        redirector.headers["Location"] = (
+            f"http://{user}:{password}@127.0.0.1/keys?api_key={query_key}"
+        )
+        bad_path = f"http://127.0.0.1:{target.port}/keys\x01?api_key={query_key}"
+
+        async def failing(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            before = failures()
+            await eventually(lambda: failures() >= before + 2)
+            assert not source.ready
+
+        with caplog.at_level(logging.WARNING, logger="authz.keys.jwks_source"):
+            run(f"{redirector.url}?api_key={query_key}", failing, refresh=0.05)
+            run(bad_path, failing, refresh=0.05, settings_url=target.url)
+    logged = [r for r in caplog.records if r.name == "authz.keys.jwks_source"]
+    texts = [record.getMessage() + repr(vars(record)) for record in logged]
+    leaks = [(secret, text) for text in texts for secret in LEAKY if secret in text]
+    assert leaks == []
+    # What failed is still said: the exception's class.
+    assert any("InvalidURL" in r.__dict__["error"] for r in logged), texts
 
 
 def test_an_explicitly_empty_set_withdraws_every_key() -> None:

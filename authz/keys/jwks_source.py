@@ -213,7 +213,7 @@ class JWKSSource:
             elif isinstance(exc, TimeoutError):
                 error = f"no complete answer within {self._total_timeout} s"
             else:
-                error = repr(exc)
+                error = _summary(exc)
             log.warning(
                 "JWKS fetch failed; keeping the last good key set",
                 extra={"url": self._shown_url, "trigger": trigger, "error": error,
@@ -260,10 +260,11 @@ class JWKSSource:
             exc.close()
             raise JWKSFetchError(f"HTTP {exc.code}") from None
         except urllib.error.URLError as exc:
-            raise JWKSFetchError(f"cannot fetch: {exc.reason}") from None
+            reason = exc.reason if isinstance(exc.reason, OSError) else exc
+            raise JWKSFetchError(f"cannot fetch: {_summary(reason)}") from None
         except (OSError, HTTPException, ValueError) as exc:
             # OSError covers socket timeouts and TLS errors; ValueError a bad URL or header.
-            raise JWKSFetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
+            raise JWKSFetchError(f"cannot fetch: {_summary(exc)}") from None
         try:
             keys = parse_jwks(body)
         except JWKSError as exc:
@@ -303,6 +304,21 @@ def _max_age(cache_control: list[str]) -> float | None:
             if name == "max-age" and value.isdigit():
                 max_age = float(value) if max_age is None else min(max_age, float(value))
     return max_age
+
+
+def _summary(error: BaseException) -> str:
+    """A failure as logged: the exception's class, and for OS and TLS errors the system's
+    own short text. Never str(error): urllib's and http.client's messages quote the URL
+    (userinfo and query included) or whatever the server sent."""
+    detail: str | None = None
+    if isinstance(error, ssl.SSLError):
+        detail = getattr(error, "verify_message", None) or error.reason
+    elif isinstance(error, TimeoutError):
+        detail = "timed out"
+    elif isinstance(error, OSError):
+        detail = error.strerror  # strerror()/gai_strerror() text; None for a free message
+    name = type(error).__name__
+    return f"{name}: {detail}" if detail else name
 
 
 def _shown(url: str) -> str:
