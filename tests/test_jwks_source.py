@@ -10,6 +10,8 @@ import itertools
 import json
 import logging
 import random
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -267,6 +269,45 @@ def test_hanging_server_times_out_and_the_check_waits_only_its_deadline() -> Non
         run(server.url, scenario, io_timeout=3.0, total_timeout=5.0)
 
 
+def fetch_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "authz-jwks-fetch"}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_dribbling_server_cannot_stretch_a_fetch_past_the_total_timeout(
+    scheme: str, tmp_path: Path
+) -> None:
+    # One byte every 0.1 s: every socket read returns well inside io_timeout (0.5 s), so
+    # only the total timeout (1 s) can end the fetch, from the status line on.
+    total = FAST["total_timeout"]
+    tls, ca_file = loopback_tls(tmp_path) if scheme == "https" else (None, None)
+    with JWKSServer(SET_A, tls=tls) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            good = store.snapshot
+            before = failures()
+            earlier = fetch_threads()
+            server.headers["X-Padding"] = "p" * 100
+            server.dribble = 0.1
+            most_alive = 0
+            deadline = time.monotonic() + 20
+            while len(server.hangups) < 3:
+                assert time.monotonic() < deadline, f"fetches ended: {server.hangups}"
+                most_alive = max(most_alive, len(fetch_threads() - earlier))
+                await asyncio.sleep(0.01)
+            # Each fetch hung up when its total timeout ran out (a generous margin for a
+            # busy machine), its failure was counted and the old keys stayed.
+            assert all(took < total + 1.0 for took in server.hangups), server.hangups
+            assert failures() >= before + 3
+            assert store.snapshot is good
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
+            # Fetch threads end with their fetch: the one in flight, and at most the one
+            # just timing out beside it (retries come 0.025-0.05 s apart here).
+            assert most_alive <= 2, most_alive
+
+        run(server.url, scenario, refresh=0.05, ca_file=str(ca_file) if ca_file else None)
+
+
 def test_hanging_at_start_is_not_ready_until_the_server_answers() -> None:
     with JWKSServer(SET_A) as server:
         server.delay = 60
@@ -482,6 +523,22 @@ def test_failure_logs_never_quote_a_url(caplog: pytest.LogCaptureFixture) -> Non
     assert leaks == []
     # What failed is still said: the exception's class.
     assert any("InvalidURL" in r.__dict__["error"] for r in logged), texts
+
+
+def test_redirects_to_other_schemes_are_not_followed() -> None:
+    # urllib follows a redirect to ftp:// by itself; the fetch's deadlines cover HTTP only.
+    with socket.create_server(("127.0.0.1", 0)) as listener, JWKSServer(b"") as server:
+        listener.setblocking(False)
+        server.status = 302
+        server.headers["Location"] = f"ftp://127.0.0.1:{listener.getsockname()[1]}/jwks.json"
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            await eventually(lambda: server.requests >= 3)
+            assert not source.ready
+
+        run(server.url, scenario, refresh=0.05)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody ever connected
 
 
 def test_an_explicitly_empty_set_withdraws_every_key() -> None:
