@@ -70,6 +70,16 @@ MAX_CONCURRENT_RPCS = 512
 GRPC_THREADS = 4
 
 
+def grpc_server() -> grpc.Server:
+    """An empty gRPC server built as authz serves Checks: GRPC_OPTIONS, the load-shedding
+    bound and the thread pool above (the tests and the benchmark floor use it too)."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="check"),
+        options=GRPC_OPTIONS,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
+
+
 class Service:
     """One authz process: gRPC front, metrics/probe endpoint, key sources."""
 
@@ -94,11 +104,7 @@ class Service:
             if settings.hs256_secret_file
             else None
         )
-        self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="check"),
-            options=GRPC_OPTIONS,
-            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-        )
+        self.grpc_server = grpc_server()
         grpc_checks = CHECKS_BY_TRANSPORT.labels("grpc")
         check_blocking = self.checker.check_blocking
 

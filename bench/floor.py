@@ -22,7 +22,7 @@ import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from authz.grpc_front import CHECK_METHOD_PATH
-from authz.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS
+from authz.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS, grpc_server
 
 _SERVICE, _, _METHOD = CHECK_METHOD_PATH[1:].rpartition("/")
 ALLOW_BYTES = CheckResponse(status={"code": 0}, ok_response={}).SerializeToString()
@@ -52,7 +52,7 @@ def _serve_threads(address: str, threads: int) -> None:
     def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
         return ALLOW_BYTES
 
-    server = grpc.server(
+    server = grpc_server() if threads == GRPC_THREADS else grpc.server(
         futures.ThreadPoolExecutor(threads),
         options=GRPC_OPTIONS,
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
