@@ -28,7 +28,8 @@ from authz.request import RequestView
 
 log = logging.getLogger("authz.grpc")
 
-BlockingCheck = Callable[[RequestView], Decision]
+# The second argument: seconds left to the call's deadline (read only when needed).
+BlockingCheck = Callable[[RequestView, Callable[[], float | None]], Decision]
 
 _SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
 _METHOD = _SERVICE.methods_by_name["Check"]
@@ -194,7 +195,8 @@ def add_threaded_authorization_service(server: grpc.Server, check: BlockingCheck
     # parse is also answered with the internal_error denial.
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            return encode_response(check(request_view(CheckRequest.FromString(request))))
+            view = request_view(CheckRequest.FromString(request))
+            return encode_response(check(view, context.time_remaining))
         except Exception as error:
             return _internal_error(error)
 

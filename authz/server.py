@@ -13,13 +13,12 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from authz.checker import Checker
+from authz.checker import Checker, CheckThreads
 from authz.decision import Decision
 from authz.grpc_front import add_threaded_authorization_service, add_threaded_health_service
 from authz.http_endpoint import HttpEndpoint
@@ -65,16 +64,17 @@ MAX_CONCURRENT_RPCS = 512
 # bytes cost 0.14 ms. grpc.aio pays for an asyncio task, futures and loop wake-ups per call;
 # the thread-pool server hands the call to a thread straight from the completion queue. With
 # one stream (unloaded) the p50 was 0.20 ms (aio) vs 0.17 ms. 4 threads measured best of
-# 2/4/16 (0.107/0.096/0.126 ms): enough for Checks to keep flowing while a few wait on a
-# kid-triggered JWKS refresh, few enough that they rarely fight over the GIL.
+# 2/4/16 (0.107/0.096/0.126 ms): few enough that they rarely fight over the GIL. Checks
+# waiting on a kid-triggered JWKS refresh do not count against them: CheckThreads runs a
+# spare thread for each (up to authz.checker.MAX_KID_WAITERS).
 GRPC_THREADS = 4
 
 
-def grpc_server() -> grpc.Server:
+def grpc_server(threads: int = GRPC_THREADS) -> grpc.Server:
     """An empty gRPC server built as authz serves Checks: GRPC_OPTIONS, the load-shedding
-    bound and the thread pool above (the tests and the benchmark floor use it too)."""
+    bound and CheckThreads of `threads` (the tests and the benchmark floor use it too)."""
     return grpc.server(
-        futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="check"),
+        CheckThreads(threads),
         options=GRPC_OPTIONS,
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
@@ -108,9 +108,9 @@ class Service:
         grpc_checks = CHECKS_BY_TRANSPORT.labels("grpc")
         check_blocking = self.checker.check_blocking
 
-        def check_grpc(view: RequestView) -> Decision:
+        def check_grpc(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
             grpc_checks.inc()
-            return check_blocking(view)
+            return check_blocking(view, time_left)
 
         add_threaded_authorization_service(self.grpc_server, check_grpc)
         self.health = add_threaded_health_service(self.grpc_server)

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import signal
 import threading
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -52,11 +51,7 @@ def _serve_threads(address: str, threads: int) -> None:
     def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
         return ALLOW_BYTES
 
-    server = grpc_server() if threads == GRPC_THREADS else grpc.server(
-        futures.ThreadPoolExecutor(threads),
-        options=GRPC_OPTIONS,
-        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-    )
+    server = grpc_server(threads)
     server.add_generic_rpc_handlers((_handler(answer),))
     server.add_insecure_port(address)
     server.start()

@@ -8,7 +8,9 @@ these calls look to the server exactly like Envoy's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -17,6 +19,7 @@ from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.service.auth import v3 as auth
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from authz.checker import CheckThreads
 from authz.decision import Decision, Reason, deny
 from authz.grpc_front import (
     BlockingCheck,
@@ -30,7 +33,7 @@ CHECK = "/envoy.service.auth.v3.Authorization/Check"
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2VjcmV0"
 
 
-def _by_token(view: RequestView) -> Decision:
+def _by_token(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
     if view.authorization is None:
         return deny(Reason.MISSING_TOKEN)
     if view.source_ip != "198.51.100.4":
@@ -44,7 +47,7 @@ def _by_token(view: RequestView) -> Decision:
     )
 
 
-def _raises(view: RequestView) -> Decision:
+def _raises(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
     raise RuntimeError(f"boom while handling {view.authorization}")
 
 
@@ -171,3 +174,40 @@ def test_health_watch_is_unimplemented() -> None:
         with pytest.raises(grpc.RpcError) as failed:
             next(stream)
     assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def _alive(prefix: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefix))
+
+
+def test_threads_waiting_lend_their_place_and_the_spares_end_after() -> None:
+    # CheckThreads, the server's pool: calls inside lent() (a Check waiting for a JWKS
+    # refresh) do not hold the `size` threads other calls run on.
+    pool = CheckThreads(2, name="lend-test")
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def waits() -> bool:
+        with pool.lent():
+            entered.release()
+            return release.wait(30)
+
+    try:
+        waiting = [pool.submit(waits) for _ in range(6)]
+        assert all(entered.acquire(timeout=10) for _ in waiting)
+        assert [pool.submit(lambda n=n: n * n).result(10) for n in range(8)] == [
+            n * n for n in range(8)]
+        assert not any(w.done() for w in waiting)
+        assert _alive("lend-test") == 8  # 6 waiting, 2 running
+        release.set()
+        assert all(w.result(10) for w in waiting)
+        # As each waiter finished its call, one thread too many ended.
+        deadline = time.monotonic() + 10
+        while _alive("lend-test") > 2:
+            assert time.monotonic() < deadline, _alive("lend-test")
+            time.sleep(0.01)
+        assert pool.submit(lambda: "still serving").result(10) == "still serving"
+    finally:
+        release.set()
+        pool.shutdown()
+    assert _alive("lend-test") == 0

@@ -13,22 +13,28 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from prometheus_client import REGISTRY
 
+from authz import checker as checker_module
+from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from authz.checker import Checker
-from authz.decision import Reason
+from authz.decision import Decision, Reason
+from authz.grpc_front import CHECK_METHOD_PATH, add_threaded_authorization_service
 from authz.keys.jwks_source import MAX_BODY_BYTES, JWKSSource
 from authz.keys.store import KeyStore
 from authz.mint import mint_hmac
 from authz.request import RequestView
+from authz.server import grpc_server
 from authz.settings import Settings, load_settings
 from tests.jwks_server import (
     JWKSServer,
@@ -371,6 +377,119 @@ def test_default_kid_window_is_30_seconds_and_the_first_kid_refresh_is_free() ->
             assert kids(store) == ["b"] and server.requests == 2
 
         run(server.url, scenario)
+
+
+@contextmanager
+def grpc_serving(checker: Checker, arrived: threading.Semaphore | None = None) -> Iterator[int]:
+    """`checker` on the gRPC server authz serves Checks with, wired as authz.server wires it
+    (refreshes on the running loop); its port. `arrived` is released as each Check reaches
+    the Checker."""
+    server = grpc_server()
+
+    def check(*args: Any) -> Decision:
+        if arrived is not None:
+            arrived.release()
+        return checker.check_blocking(*args)
+
+    add_threaded_authorization_service(server, check)
+    checker.refresh_on(asyncio.get_running_loop())
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
+def check_bytes(token: str) -> bytes:
+    request = CheckRequest()
+    request.attributes.request.http.headers["authorization"] = f"Bearer {token}"
+    request.attributes.source.address.socket_address.address = "127.0.0.1"
+    data: bytes = request.SerializeToString()
+    return data
+
+
+async def grpc_reasons(port: int, tokens: list[str], timeout: float = 10.0) -> list[str]:
+    """The reasons authz answers for `tokens`, all sent at once."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(CHECK_METHOD_PATH)
+        answers = await asyncio.gather(*(call(check_bytes(t), timeout=timeout) for t in tokens))
+    return [CheckResponse.FromString(a).dynamic_metadata.fields["reason"].string_value
+            for a in answers]
+
+
+def kid_b_tokens(count: int) -> list[str]:
+    """`count` distinct tokens signed by KEY_B under kid "b" (none a cache hit of another)."""
+    return [sign("RS256", KEY_B, {**CLAIMS, "sub": f"user-{i}"}, "b") for i in range(count)]
+
+
+async def arrivals(arrived: threading.Semaphore, count: int, timeout: float = 10.0) -> None:
+    """Wait (without blocking the loop) until `count` Checks reached the Checker."""
+    def take() -> bool:
+        return all(arrived.acquire(timeout=timeout) for _ in range(count))
+
+    assert await asyncio.get_running_loop().run_in_executor(None, take), "Checks missing"
+
+
+@pytest.fixture
+def long_kid_wait(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A Check may wait 3 s for a kid refresh (not 0.35): a busy machine must not matter."""
+    monkeypatch.setattr(checker_module, "UNKNOWN_KID_WAIT_SECONDS", 3.0)
+    return 3.0
+
+
+@pytest.mark.usefixtures("long_kid_wait")
+def test_a_burst_with_a_freshly_rotated_kid_waits_for_one_refresh() -> None:
+    # SPEC section 4: every Check with the new kid waits for the one refresh, which here
+    # comes 0.5 s late.
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.body, server.delay = jwks(jwk(KEY_A, "a"), jwk(KEY_B, "b")), 0.5
+            with grpc_serving(checker) as port:
+                assert await grpc_reasons(port, kid_b_tokens(16)) == ["ok"] * 16
+            assert server.requests == 2
+
+        run(server.url, scenario, io_timeout=5.0, total_timeout=5.0)
+
+
+@pytest.mark.usefixtures("long_kid_wait")
+def test_checks_with_known_keys_are_answered_while_many_wait_on_a_hung_jwks() -> None:
+    # More Checks wait for the refresh than the server has threads: they must not take the
+    # threads that Checks with a known key or an HS256 token are answered on.
+    waiting = 16
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.delay = 60
+            arrived = threading.Semaphore(0)
+            known = [sign("RS256", KEY_A, CLAIMS, "a"), mint_hmac(CLAIMS, HS_SECRET.encode())]
+            with grpc_serving(checker, arrived) as port:
+                parked = asyncio.ensure_future(grpc_reasons(port, kid_b_tokens(waiting)))
+                await arrivals(arrived, waiting)
+                assert await grpc_reasons(port, known * 4) == ["ok"] * 8
+                assert not parked.done(), "the waiting Checks gave up early"
+                assert await parked == ["unknown_kid"] * waiting
+            assert server.requests == 2
+
+        run(server.url, scenario, secret=HS_SECRET, io_timeout=10.0, total_timeout=10.0)
+
+
+def test_the_wait_for_a_refresh_ends_within_the_checks_deadline(long_kid_wait: float) -> None:
+    # The Check's own gRPC deadline (Envoy sends its ext_authz timeout) bounds the wait:
+    # the answer, unknown_kid, still arrives before the caller gives up.
+    deadline = long_kid_wait / 2
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.delay = 60
+            token = sign("RS256", KEY_B, CLAIMS, "b")
+            with grpc_serving(checker) as port:
+                started = time.monotonic()
+                assert await grpc_reasons(port, [token], deadline) == ["unknown_kid"]
+                assert time.monotonic() - started > deadline / 2, "it did not wait"
+
+        run(server.url, scenario, io_timeout=10.0, total_timeout=10.0)
 
 
 def refreshes_in_a_second(cache_control: str, refresh: float, max_age_floor: float) -> int:
