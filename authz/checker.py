@@ -198,7 +198,8 @@ class CheckThreads(concurrent.futures.Executor):
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop the threads once the calls queued before have run."""
+        """Stop the threads once the calls queued before have run (grpcio never calls it;
+        queued calls are not cancelled)."""
         with self._lock:
             self._closed = True
             threads = list(self._threads)
