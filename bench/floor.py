@@ -15,14 +15,13 @@ import argparse
 import asyncio
 import signal
 import threading
-from concurrent import futures
 from typing import Any
 
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from authz.fronts.grpc import CHECK_METHOD_PATH
-from authz.service.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS
+from authz.service.server import GRPC_OPTIONS, GRPC_THREADS, MAX_CONCURRENT_RPCS, grpc_server
 
 _SERVICE, _, _METHOD = CHECK_METHOD_PATH[1:].rpartition("/")
 ALLOW_BYTES = CheckResponse(status={"code": 0}, ok_response={}).SerializeToString()
@@ -52,11 +51,7 @@ def _serve_threads(address: str, threads: int) -> None:
     def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
         return ALLOW_BYTES
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(threads),
-        options=GRPC_OPTIONS,
-        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-    )
+    server = grpc_server(threads)
     server.add_generic_rpc_handlers((_handler(answer),))
     server.add_insecure_port(address)
     server.start()

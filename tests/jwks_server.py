@@ -7,6 +7,7 @@ import base64
 import datetime
 import ipaddress
 import json
+import select
 import socket
 import ssl
 import threading
@@ -108,8 +109,10 @@ class JWKSServer:
     `status`, `body` and `headers` are the answer, taken when a request arrives; `delay`
     holds the answer back that many seconds (until closed: a large value hangs);
     `send_length=False` omits Content-Length (the body then ends when the connection
-    closes). `requests` counts the GETs received, `arrivals` holds their monotonic times.
-    `tls` serves HTTPS with that context.
+    closes). `dribble` sends the whole answer, status line and headers included, one byte
+    every that many seconds, and `hangups` holds how long each such answer had run when
+    the client went away. `requests` counts the GETs received, `arrivals` holds their
+    monotonic times. `tls` serves HTTPS with that context.
     """
 
     def __init__(self, body: bytes = b'{"keys": []}', port: int = 0,
@@ -119,6 +122,8 @@ class JWKSServer:
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
         self.delay = 0.0
         self.send_length = True
+        self.dribble = 0.0
+        self.hangups: list[float] = []
         self.requests = 0
         self.arrivals: list[float] = []
         self._count_lock = threading.Lock()
@@ -131,10 +136,16 @@ class JWKSServer:
                 # the answer without racing this request.
                 status, body, headers = outer.status, outer.body, dict(outer.headers)
                 delay, send_length = outer.delay, outer.send_length
+                dribble = outer.dribble
                 with outer._count_lock:
                     outer.requests += 1
                     outer.arrivals.append(time.monotonic())
                 if delay and outer._released.wait(delay):
+                    return
+                if dribble:
+                    lines = [f"HTTP/1.1 {status} Status", *(f"{k}: {v}" for k, v in
+                                                          headers.items())]
+                    self._dribble(("\r\n".join(lines) + "\r\n\r\n").encode() + body, dribble)
                     return
                 self.send_response(status)
                 for name, value in headers.items():
@@ -143,6 +154,23 @@ class JWKSServer:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _dribble(self, data: bytes, every: float) -> None:
+                started = time.monotonic()
+                sock = self.connection
+                for index in range(len(data)):
+                    if outer._released.wait(every):
+                        return
+                    try:
+                        # The client sends nothing more: readable means it closed or reset.
+                        gone = bool(select.select([sock], [], [], 0)[0])
+                        if not gone:
+                            sock.sendall(data[index:index + 1])
+                    except OSError:
+                        gone = True
+                    if gone:
+                        outer.hangups.append(time.monotonic() - started)
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -1,4 +1,5 @@
-"""Property tests (hypothesis) of the whole gRPC Check handler on real grpc.aio servers.
+"""Property tests (hypothesis) of the whole gRPC Check handler on real servers built as
+authz serves (authz.service.server.grpc_server: grpcio's thread-pool server).
 
 CheckRequests with odd fields (no source, huge header maps, raw header bytes that are
 not UTF-8, repeated authorization values, odd context extensions) and byte-level
@@ -13,10 +14,8 @@ Checker: one with a token cache, one without. For every request:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.fronts.grpc import CHECK_METHOD_PATH, add_authorization_service
+from authz.fronts.grpc import CHECK_METHOD_PATH, add_threaded_authorization_service
 from authz.keys.snapshot import KeySnapshot
 from authz.service.checker import Checker
+from authz.service.server import grpc_server
 from tests.test_fuzz_core import (
     BAD_CHARS,
     KEYS,
@@ -52,23 +52,19 @@ class _Keys:
 
 @contextlib.contextmanager
 def check_servers() -> Iterator[tuple[Call, Call]]:
-    """Two real Check servers on 127.0.0.1 (token cache on, token cache off) in a
-    background event loop, and a raw-bytes unary caller for each."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+    """Two real Check servers on 127.0.0.1 (token cache on, token cache off) and a
+    raw-bytes unary caller for each."""
 
-    async def start(cache_size: int) -> tuple[grpc.aio.Server, int]:
+    def start(cache_size: int) -> tuple[grpc.Server, int]:
         checker = Checker(dataclasses.replace(SETTINGS, token_cache_size=cache_size),
                           _Keys(KEYS), clock=lambda: NOW)
-        server = grpc.aio.server()
-        add_authorization_service(server, checker.check)
+        server = grpc_server()
+        add_threaded_authorization_service(server, checker.check_blocking)
         port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server.start()
         return server, port
 
-    servers = [asyncio.run_coroutine_threadsafe(start(size), loop).result(10)
-               for size in (1000, 0)]
+    servers = [start(size) for size in (1000, 0)]
     channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _, port in servers]
     try:
         calls = [channel.unary_unary(CHECK_METHOD_PATH) for channel in channels]
@@ -77,10 +73,7 @@ def check_servers() -> Iterator[tuple[Call, Call]]:
         for channel in channels:
             channel.close()
         for server, _ in servers:
-            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+            server.stop(None).wait(10)
 
 
 # --- requests ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The gRPC front door on a real grpc.aio server (127.0.0.1, free port) called by a real client.
+"""The gRPC front door on the server authz serves (grpcio's thread-pool server, built by
+authz.service.server.grpc_server, on 127.0.0.1 and a free port) called by a real client.
 
 Requests are encoded and responses decoded with envoy-data-plane's upstream classes, so
 these calls look to the server exactly like Envoy's.
@@ -6,10 +7,11 @@ these calls look to the server exactly like Envoy's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -19,15 +21,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz.core.decision import Decision, Reason, deny
 from authz.core.request import RequestView
-from authz.fronts.grpc import add_authorization_service, add_health_service
+from authz.fronts.grpc import (
+    BlockingCheck,
+    add_threaded_authorization_service,
+    add_threaded_health_service,
+)
+from authz.service.checker import CheckThreads
+from authz.service.server import grpc_server
 
 CHECK = "/envoy.service.auth.v3.Authorization/Check"
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2VjcmV0"
 
-Checker = Callable[[RequestView], Awaitable[Decision]]
 
-
-async def _by_token(view: RequestView) -> Decision:
+def _by_token(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
     if view.authorization is None:
         return deny(Reason.MISSING_TOKEN)
     if view.source_ip != "198.51.100.4":
@@ -41,24 +47,22 @@ async def _by_token(view: RequestView) -> Decision:
     )
 
 
-async def _raises(view: RequestView) -> Decision:
+def _raises(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
     raise RuntimeError(f"boom while handling {view.authorization}")
 
 
-@asynccontextmanager
-async def _served(
-    check: Checker,
-) -> AsyncIterator[tuple[grpc.aio.Channel, health.aio.HealthServicer]]:
-    server = grpc.aio.server()
-    add_authorization_service(server, check)
-    servicer = add_health_service(server)
+@contextmanager
+def _served(check: BlockingCheck) -> Iterator[tuple[grpc.Channel, health.HealthServicer]]:
+    server = grpc_server()
+    add_threaded_authorization_service(server, check)
+    servicer = add_threaded_health_service(server)
     port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield channel, servicer
     finally:
-        await server.stop(None)
+        server.stop(None)
 
 
 def _request(headers: dict[str, str], source: str = "198.51.100.4") -> bytes:
@@ -77,18 +81,15 @@ def _request(headers: dict[str, str], source: str = "198.51.100.4") -> bytes:
     )
 
 
-async def _call(channel: grpc.aio.Channel, payload: bytes) -> auth.CheckResponse:
-    raw = await channel.unary_unary(CHECK)(payload, timeout=5)
+def _call(channel: grpc.Channel, payload: bytes) -> auth.CheckResponse:
+    raw = channel.unary_unary(CHECK)(payload, timeout=5)
     return auth.CheckResponse.parse(raw)
 
 
 def test_allow() -> None:
-    async def scenario() -> auth.CheckResponse:
-        async with _served(_by_token) as (channel, _):
-            headers = {"authorization": "tok", "x-jwt-sub": "spoof", "x-jwt-role": "admin"}
-            return await _call(channel, _request(headers))
-
-    response = asyncio.run(scenario())
+    with _served(_by_token) as (channel, _):
+        headers = {"authorization": "tok", "x-jwt-sub": "spoof", "x-jwt-role": "admin"}
+        response = _call(channel, _request(headers))
     assert response.status is not None
     assert response.status.code == 0
     assert response.ok_response is not None
@@ -110,11 +111,8 @@ def test_allow() -> None:
 def test_deny(
     headers: dict[str, str], source: str, status: int, rpc_code: int, reason: str
 ) -> None:
-    async def scenario() -> auth.CheckResponse:
-        async with _served(_by_token) as (channel, _):
-            return await _call(channel, _request(headers, source))
-
-    response = asyncio.run(scenario())
+    with _served(_by_token) as (channel, _):
+        response = _call(channel, _request(headers, source))
     assert response.status is not None
     assert response.status.code == rpc_code
     denied = response.denied_response
@@ -134,12 +132,8 @@ def _assert_internal_error(response: auth.CheckResponse) -> None:
 
 
 def test_check_that_raises_answers_internal_error(caplog: pytest.LogCaptureFixture) -> None:
-    async def scenario() -> auth.CheckResponse:
-        async with _served(_raises) as (channel, _):
-            return await _call(channel, _request({"authorization": SECRET_TOKEN}))
-
-    with caplog.at_level(logging.ERROR, logger="authz.grpc"):
-        response = asyncio.run(scenario())
+    with caplog.at_level(logging.ERROR, logger="authz.grpc"), _served(_raises) as (channel, _):
+        response = _call(channel, _request({"authorization": SECRET_TOKEN}))
     _assert_internal_error(response)
     records = [r for r in caplog.records if r.name == "authz.grpc"]
     assert records, "the failure is logged"
@@ -150,28 +144,70 @@ def test_check_that_raises_answers_internal_error(caplog: pytest.LogCaptureFixtu
 
 
 def test_unparsable_request_answers_internal_error() -> None:
-    async def scenario() -> auth.CheckResponse:
-        async with _served(_by_token) as (channel, _):
-            return await _call(channel, b"\x0a\xff\xff\xff\xff\x0f")
-
-    _assert_internal_error(asyncio.run(scenario()))
+    with _served(_by_token) as (channel, _):
+        _assert_internal_error(_call(channel, b"\x0a\xff\xff\xff\xff\x0f"))
 
 
 def test_health() -> None:
-    async def scenario() -> list[int]:
-        async with _served(_by_token) as (channel, servicer):
-            stub = health_pb2_grpc.HealthStub(channel)
-            seen = []
-            for state in (
-                health_pb2.HealthCheckResponse.SERVING,
-                health_pb2.HealthCheckResponse.NOT_SERVING,
-            ):
-                await servicer.set("", state)
-                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-                seen.append(answer.status)
-            return seen
-
-    assert asyncio.run(scenario()) == [
+    seen = []
+    with _served(_by_token) as (channel, servicer):
+        stub = health_pb2_grpc.HealthStub(channel)
+        for state in (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        ):
+            servicer.set("", state)
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            seen.append(answer.status)
+    assert seen == [
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     ]
+
+
+def test_health_watch_is_unimplemented() -> None:
+    # Each Watch stream would hold one of the few server threads for as long as it lasts.
+    with _served(_by_token) as (channel, servicer):
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        stream = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=5)
+        with pytest.raises(grpc.RpcError) as failed:
+            next(stream)
+    assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def _alive(prefix: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefix))
+
+
+def test_threads_waiting_lend_their_place_and_the_spares_end_after() -> None:
+    # CheckThreads, the server's pool: calls inside lent() (a Check waiting for a JWKS
+    # refresh) do not hold the `size` threads other calls run on.
+    pool = CheckThreads(2, name="lend-test")
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def waits() -> bool:
+        with pool.lent():
+            entered.release()
+            return release.wait(30)
+
+    try:
+        waiting = [pool.submit(waits) for _ in range(6)]
+        assert all(entered.acquire(timeout=10) for _ in waiting)
+        assert [pool.submit(lambda n=n: n * n).result(10) for n in range(8)] == [
+            n * n for n in range(8)]
+        assert not any(w.done() for w in waiting)
+        assert _alive("lend-test") == 8  # 6 waiting, 2 running
+        release.set()
+        assert all(w.result(10) for w in waiting)
+        # As each waiter finished its call, one thread too many ended.
+        deadline = time.monotonic() + 10
+        while _alive("lend-test") > 2:
+            assert time.monotonic() < deadline, _alive("lend-test")
+            time.sleep(0.01)
+        assert pool.submit(lambda: "still serving").result(10) == "still serving"
+    finally:
+        release.set()
+        pool.shutdown()
+    assert _alive("lend-test") == 0

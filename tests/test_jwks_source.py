@@ -10,23 +10,31 @@ import itertools
 import json
 import logging
 import random
+import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from prometheus_client import REGISTRY
 
-from authz.core.decision import Reason
+from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from authz.core.decision import Decision, Reason
 from authz.core.mint import mint_hmac
 from authz.core.request import RequestView
+from authz.fronts.grpc import CHECK_METHOD_PATH, add_threaded_authorization_service
 from authz.keys.jwks_source import MAX_BODY_BYTES, JWKSSource
 from authz.keys.store import KeyStore
+from authz.service import checker as checker_module
 from authz.service.checker import Checker
+from authz.service.server import grpc_server
 from authz.settings import Settings, load_settings
 from tests.jwks_server import (
     JWKSServer,
@@ -89,10 +97,12 @@ Scenario = Callable[[JWKSSource, KeyStore, Checker], Awaitable[None]]
 
 
 def run(url: str, scenario: Scenario, refresh: float = 300.0, secret: str | None = None,
-        **options: Any) -> None:
-    """Start a source for `url` (with a Checker wired as the server does), run `scenario`."""
+        settings_url: str | None = None, **options: Any) -> None:
+    """Start a source for `url` (with a Checker wired as the server does), run `scenario`.
+
+    The settings name `settings_url` when given (for a `url` they would refuse)."""
     async def main() -> None:
-        settings = settings_for(url, secret)
+        settings = settings_for(settings_url or url, secret)
         store = KeyStore(settings)
         source = JWKSSource(url, store, refresh_seconds=refresh, **{**FAST, **options})
         checker = Checker(settings, store, source.refresh_unknown_kid)
@@ -352,6 +362,45 @@ def test_hanging_server_times_out_and_the_check_waits_only_its_deadline() -> Non
         run(server.url, scenario, io_timeout=3.0, total_timeout=5.0)
 
 
+def fetch_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "authz-jwks-fetch"}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_dribbling_server_cannot_stretch_a_fetch_past_the_total_timeout(
+    scheme: str, tmp_path: Path
+) -> None:
+    # One byte every 0.1 s: every socket read returns well inside io_timeout (0.5 s), so
+    # only the total timeout (1 s) can end the fetch, from the status line on.
+    total = FAST["total_timeout"]
+    tls, ca_file = loopback_tls(tmp_path) if scheme == "https" else (None, None)
+    with JWKSServer(SET_A, tls=tls) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            good = store.snapshot
+            before = failures()
+            earlier = fetch_threads()
+            server.headers["X-Padding"] = "p" * 100
+            server.dribble = 0.1
+            most_alive = 0
+            deadline = time.monotonic() + 20
+            while len(server.hangups) < 3:
+                assert time.monotonic() < deadline, f"fetches ended: {server.hangups}"
+                most_alive = max(most_alive, len(fetch_threads() - earlier))
+                await asyncio.sleep(0.01)
+            # Each fetch hung up when its total timeout ran out (a generous margin for a
+            # busy machine), its failure was counted and the old keys stayed.
+            assert all(took < total + 1.0 for took in server.hangups), server.hangups
+            assert failures() >= before + 3
+            assert store.snapshot is good
+            assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
+            # Fetch threads end with their fetch: the one in flight, and at most the one
+            # just timing out beside it (retries come 0.025-0.05 s apart here).
+            assert most_alive <= 2, most_alive
+
+        run(server.url, scenario, refresh=0.05, ca_file=str(ca_file) if ca_file else None)
+
+
 def test_hanging_at_start_is_not_ready_until_the_server_answers() -> None:
     with JWKSServer(SET_A) as server:
         server.delay = 60
@@ -415,6 +464,119 @@ def test_default_kid_window_is_30_seconds_and_the_first_kid_refresh_is_free() ->
             assert kids(store) == ["b"] and server.requests == 2
 
         run(server.url, scenario)
+
+
+@contextmanager
+def grpc_serving(checker: Checker, arrived: threading.Semaphore | None = None) -> Iterator[int]:
+    """`checker` on the gRPC server authz serves Checks with, wired as authz.service.server wires it
+    (refreshes on the running loop); its port. `arrived` is released as each Check reaches
+    the Checker."""
+    server = grpc_server()
+
+    def check(*args: Any) -> Decision:
+        if arrived is not None:
+            arrived.release()
+        return checker.check_blocking(*args)
+
+    add_threaded_authorization_service(server, check)
+    checker.refresh_on(asyncio.get_running_loop())
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
+def check_bytes(token: str) -> bytes:
+    request = CheckRequest()
+    request.attributes.request.http.headers["authorization"] = f"Bearer {token}"
+    request.attributes.source.address.socket_address.address = "127.0.0.1"
+    data: bytes = request.SerializeToString()
+    return data
+
+
+async def grpc_reasons(port: int, tokens: list[str], timeout: float = 10.0) -> list[str]:
+    """The reasons authz answers for `tokens`, all sent at once."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(CHECK_METHOD_PATH)
+        answers = await asyncio.gather(*(call(check_bytes(t), timeout=timeout) for t in tokens))
+    return [CheckResponse.FromString(a).dynamic_metadata.fields["reason"].string_value
+            for a in answers]
+
+
+def kid_b_tokens(count: int) -> list[str]:
+    """`count` distinct tokens signed by KEY_B under kid "b" (none a cache hit of another)."""
+    return [sign("RS256", KEY_B, {**CLAIMS, "sub": f"user-{i}"}, "b") for i in range(count)]
+
+
+async def arrivals(arrived: threading.Semaphore, count: int, timeout: float = 10.0) -> None:
+    """Wait (without blocking the loop) until `count` Checks reached the Checker."""
+    def take() -> bool:
+        return all(arrived.acquire(timeout=timeout) for _ in range(count))
+
+    assert await asyncio.get_running_loop().run_in_executor(None, take), "Checks missing"
+
+
+@pytest.fixture
+def long_kid_wait(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A Check may wait 3 s for a kid refresh (not 0.35): a busy machine must not matter."""
+    monkeypatch.setattr(checker_module, "UNKNOWN_KID_WAIT_SECONDS", 3.0)
+    return 3.0
+
+
+@pytest.mark.usefixtures("long_kid_wait")
+def test_a_burst_with_a_freshly_rotated_kid_waits_for_one_refresh() -> None:
+    # SPEC section 4: every Check with the new kid waits for the one refresh, which here
+    # comes 0.5 s late.
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.body, server.delay = jwks(jwk(KEY_A, "a"), jwk(KEY_B, "b")), 0.5
+            with grpc_serving(checker) as port:
+                assert await grpc_reasons(port, kid_b_tokens(16)) == ["ok"] * 16
+            assert server.requests == 2
+
+        run(server.url, scenario, io_timeout=5.0, total_timeout=5.0)
+
+
+@pytest.mark.usefixtures("long_kid_wait")
+def test_checks_with_known_keys_are_answered_while_many_wait_on_a_hung_jwks() -> None:
+    # More Checks wait for the refresh than the server has threads: they must not take the
+    # threads that Checks with a known key or an HS256 token are answered on.
+    waiting = 16
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.delay = 60
+            arrived = threading.Semaphore(0)
+            known = [sign("RS256", KEY_A, CLAIMS, "a"), mint_hmac(CLAIMS, HS_SECRET.encode())]
+            with grpc_serving(checker, arrived) as port:
+                parked = asyncio.ensure_future(grpc_reasons(port, kid_b_tokens(waiting)))
+                await arrivals(arrived, waiting)
+                assert await grpc_reasons(port, known * 4) == ["ok"] * 8
+                assert not parked.done(), "the waiting Checks gave up early"
+                assert await parked == ["unknown_kid"] * waiting
+            assert server.requests == 2
+
+        run(server.url, scenario, secret=HS_SECRET, io_timeout=10.0, total_timeout=10.0)
+
+
+def test_the_wait_for_a_refresh_ends_within_the_checks_deadline(long_kid_wait: float) -> None:
+    # The Check's own gRPC deadline (Envoy sends its ext_authz timeout) bounds the wait:
+    # the answer, unknown_kid, still arrives before the caller gives up.
+    deadline = long_kid_wait / 2
+    with JWKSServer(SET_A) as server:
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            assert await source.wait_ready(5)
+            server.delay = 60
+            token = sign("RS256", KEY_B, CLAIMS, "b")
+            with grpc_serving(checker) as port:
+                started = time.monotonic()
+                assert await grpc_reasons(port, [token], deadline) == ["unknown_kid"]
+                assert time.monotonic() - started > deadline / 2, "it did not wait"
+
+        run(server.url, scenario, io_timeout=10.0, total_timeout=10.0)
 
 
 def refreshes_in_a_second(cache_control: str, refresh: float, max_age_floor: float) -> int:
@@ -536,6 +698,53 @@ def test_redirects_are_followed_but_never_from_https_to_http(tmp_path: Path) -> 
                 assert kids(store) == ["a"] and plain.requests == 1
 
             run(hop.url, same_scheme)
+
+
+LEAKY = ("leaky-user", "leaky-password-7c1e", "leaky-query-key-93ad")
+
+
+def test_failure_logs_never_quote_a_url(caplog: pytest.LogCaptureFixture) -> None:
+    # urllib's and http.client's messages quote URLs, userinfo and query included: a
+    # redirect to a URL with a password (http.client reads "password@host" as a port),
+    # and a URL that http.client refuses for a control character.
+    user, password, query_key = LEAKY
+    with JWKSServer(SET_A) as target, JWKSServer(b"") as redirector:
+        redirector.status = 302
+        redirector.headers["Location"] = (
+            f"http://{user}:{password}@127.0.0.1/keys?api_key={query_key}"
+        )
+        bad_path = f"http://127.0.0.1:{target.port}/keys\x01?api_key={query_key}"
+
+        async def failing(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            before = failures()
+            await eventually(lambda: failures() >= before + 2)
+            assert not source.ready
+
+        with caplog.at_level(logging.WARNING, logger="authz.keys.jwks_source"):
+            run(f"{redirector.url}?api_key={query_key}", failing, refresh=0.05)
+            run(bad_path, failing, refresh=0.05, settings_url=target.url)
+    logged = [r for r in caplog.records if r.name == "authz.keys.jwks_source"]
+    texts = [record.getMessage() + repr(vars(record)) for record in logged]
+    leaks = [(secret, text) for text in texts for secret in LEAKY if secret in text]
+    assert leaks == []
+    # What failed is still said: the exception's class.
+    assert any("InvalidURL" in r.__dict__["error"] for r in logged), texts
+
+
+def test_redirects_to_other_schemes_are_not_followed() -> None:
+    # urllib follows a redirect to ftp:// by itself; the fetch's deadlines cover HTTP only.
+    with socket.create_server(("127.0.0.1", 0)) as listener, JWKSServer(b"") as server:
+        listener.setblocking(False)
+        server.status = 302
+        server.headers["Location"] = f"ftp://127.0.0.1:{listener.getsockname()[1]}/jwks.json"
+
+        async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
+            await eventually(lambda: server.requests >= 3)
+            assert not source.ready
+
+        run(server.url, scenario, refresh=0.05)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody ever connected
 
 
 def test_an_explicitly_empty_set_withdraws_every_key() -> None:

@@ -159,7 +159,7 @@ def test_second_sigterm_exits_at_once(stack: Stack) -> None:
     stack.jwks.delay = 60
     unknown = rs256("never-published")
     with ThreadPoolExecutor(8) as pool:
-        # Two of these wait for the hung refresh (authz.service.checker.MAX_KID_WAITERS).
+        # These wait for the hung refresh (UNKNOWN_KID_WAIT_SECONDS).
         in_flight = [pool.submit(grpc_check, stack.authz.grpc_port, check_request(unknown))
                      for _ in range(4)]
         envoy_in_flight = pool.submit(stack.get, unknown)

@@ -5,10 +5,12 @@ a JWKS whose URL carries a credential in its query, per-route policies) with the
 Envoy in front is driven through every decision reason of SPEC section 5: through Envoy
 where a route reaches it, directly over gRPC where only a route's context_extensions or
 a broken request can (unknown_policy, jwt_disabled, ip_not_allowed, internal_error), and
-a second authz whose JWKS is unreachable for jwks_unavailable. Then everything is
-searched for the tokens, their signatures and the secrets in several encodings: both
-authz logs, their /metrics, Envoy's log (with its access log), and every response
-(status line, headers, body; CheckResponse bytes).
+a second authz whose JWKS never loads for jwks_unavailable: its JWKS server redirects to a
+URL with a password and a query credential, which every fetch then fails on. A third authz
+is given a JWKS URL with a user name and password, which it refuses at start (exit 2).
+Then everything is searched for the tokens, their signatures and the secrets in several
+encodings: all authz logs, their /metrics, Envoy's log (with its access log), and every
+response (status line, headers, body; CheckResponse bytes).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ FILE_SECRETS = (
     "hygiene-file-secret-line-two-9876543210",
 )
 JWKS_CREDENTIAL = "jwks-query-credential-5f3a9c"
+JWKS_USER = "hygiene-jwks-user"
+JWKS_PASSWORD = "jwks-userinfo-password-2b7d41"
+REDIRECT_PASSWORD = "jwks-redirect-password-e81f06"
 ISSUER = "https://issuer.example"
 AUDIENCE = "media-api"
 CONFIG = """\
@@ -111,8 +116,9 @@ def _needles() -> list[str]:
     tokens += [t for t, _, _ in GRPC_CASES]
     needles = list(tokens)
     needles += [t.rsplit(".", 1)[1] for t in tokens if len(t.rsplit(".", 1)[-1]) >= 16]
-    for secret in (SECRET, *FILE_SECRETS, JWKS_CREDENTIAL):
+    for secret in (SECRET, *FILE_SECRETS, JWKS_CREDENTIAL, JWKS_PASSWORD, REDIRECT_PASSWORD):
         needles += _forms(secret)
+    needles.append(JWKS_USER)
     return needles
 
 
@@ -160,20 +166,46 @@ def emitted() -> Iterator[str]:
             out.append(authz.metrics())
             out.append(authz.logs())
             out.append(envoy.logs())
-        # A second authz whose JWKS never answers: jwks_unavailable.
-        dead = f"http://127.0.0.1:{free_port()}/jwks.json?access_token={JWKS_CREDENTIAL}"
-        with run_authz({**env, "AUTHZ_JWKS_URL": dead}, args=("--config", str(config)),
-                       wait_ready=False) as cold:
-            wait_until(lambda: request(cold.http_port, "/healthz").status == 200,
-                       what="second authz alive")
-            token = _rs("a")
-            response = _retry_check(cold.grpc_port, check_request(f"Bearer {token}"))
-            assert reason_of(response) == Reason.JWKS_UNAVAILABLE.value
-            out.append(response.SerializeToString().decode("latin-1"))
-            out.append(cold.metrics())
-            cold.stop()
-            out.append(cold.logs())
+        # A second authz whose JWKS never loads: jwks_unavailable. Its server redirects to
+        # a URL with a password (without a port: http.client reads "password@host" as one,
+        # and its error quotes it) and a query credential.
+        with JWKSServer(b"") as redirector:
+            redirector.status = 302
+            redirector.headers["Location"] = (
+                f"http://{JWKS_USER}:{REDIRECT_PASSWORD}@127.0.0.1/jwks.json"
+                f"?access_token={JWKS_CREDENTIAL}"
+            )
+            out += _cold_authz(env, config, f"{redirector.url}?access_token={JWKS_CREDENTIAL}")
+            assert redirector.requests >= 1
+        # A third authz given a JWKS URL with userinfo: refused at start, one line.
+        refused_url = f"https://{JWKS_USER}:{JWKS_PASSWORD}@127.0.0.1:{free_port()}/jwks.json"
+        with run_authz({**env, "AUTHZ_JWKS_URL": refused_url}, args=("--config", str(config)),
+                       wait_ready=False) as refused:
+            assert refused.process.wait(timeout=30) == 2
+            lines = refused.logs().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("authz: AUTHZ_JWKS_URL: "), lines
+            out.append(refused.logs())
     yield "\n".join(out)
+
+
+def _cold_authz(env: dict[str, str], config: Path, jwks_url: str) -> list[str]:
+    """What an authz whose JWKS at `jwks_url` never loads emits while answering
+    jwks_unavailable, logs included (the failed fetches)."""
+    out: list[str] = []
+    with run_authz({**env, "AUTHZ_JWKS_URL": jwks_url}, args=("--config", str(config)),
+                   wait_ready=False) as cold:
+        wait_until(lambda: request(cold.http_port, "/healthz").status == 200,
+                   what="second authz alive")
+        token = _rs("a")
+        response = _retry_check(cold.grpc_port, check_request(f"Bearer {token}"))
+        assert reason_of(response) == Reason.JWKS_UNAVAILABLE.value
+        out.append(response.SerializeToString().decode("latin-1"))
+        out.append(cold.metrics())
+        cold.stop()
+        out.append(cold.logs())
+    # The search below means something only if the failed fetches were logged.
+    assert "JWKS fetch failed" in out[-1]
+    return out
 
 
 def _retry_check(port: int, data: bytes) -> CheckResponse:

@@ -376,6 +376,9 @@ def test_ams_errors_name_the_setting_and_the_file(tmp_path: Path) -> None:
         ("AUTHZ_JWKS_URL", "example.com", "http"),
         ("AUTHZ_JWKS_URL", "https:///jwks.json", "host"),
         ("AUTHZ_JWKS_URL", "https://example.com:99999/", "port"),
+        ("AUTHZ_JWKS_URL", "https://example.com/je ks", "spaces or control"),
+        ("AUTHZ_JWKS_URL", "https://example.com/jwks\x01", "spaces or control"),
+        ("AUTHZ_JWKS_URL", "https://example.com/jwks?a=\u2028b", "spaces or control"),
         ("AUTHZ_TOKEN_CACHE_SIZE", "-1", "0"),
         ("AUTHZ_TOKEN_CACHE_SIZE", "1.5", "whole number"),
     ],
@@ -388,6 +391,30 @@ def test_invalid_env_values(variable: str, value: str, fragment: str) -> None:
 def test_jwks_url_is_not_echoed() -> None:
     text = str(error_of(env={"AUTHZ_JWKS_URL": "ftp://user:hunter2hunter2@example.com/"}))
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://jwks-user:hunter2hunter2@idp.example.com/keys",
+        "https://jwks-user@idp.example.com/keys",
+        "https://:hunter2hunter2@idp.example.com/keys",
+        "https://@idp.example.com/keys",
+        "http://jwks-user:hunter2hunter2@127.0.0.1:8080",
+        "HTTPS://jwks-user:hunter2hunter2@[::1]:8443/keys?realm=a",
+    ],
+)
+def test_jwks_url_with_userinfo_is_refused_without_echoing_it(
+    tmp_path: Path, url: str
+) -> None:
+    # urllib cannot fetch such a URL, and the credential would reach every failure log:
+    # refused at start, from every source, naming the variable and quoting neither part.
+    config = write(tmp_path, "authz.yaml", f"jwks_url: '{url}'\n")
+    ams = write(tmp_path, "red5-web.properties", f"settings.jwksURL={url}\n")
+    for error in (error_of(env={"AUTHZ_JWKS_URL": url}), error_of(config=config),
+                  error_of(ams=ams)):
+        text = assert_clean(error, "AUTHZ_JWKS_URL", "hunter2", "jwks-user")
+        assert "user name or password" in text
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "secrets come before `hs256_secret`.",
     ),
     "jwks_url": (
-        "an `https://` URL (`http://` for loopback or in-cluster)",
+        "an `https://` URL (`http://` for loopback or in-cluster), without a user name or "
+        "password in it",
         "Where the JSON Web Key Set for RS*/PS*/ES*/EdDSA tokens is fetched. A bare origin "
         "such as `https://tenant.auth0.com` means `<origin>/.well-known/jwks.json`. authz is "
         "not ready until the first fetch succeeds; a failed, slow, oversized or malformed "

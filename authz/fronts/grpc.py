@@ -1,7 +1,8 @@
 """The gRPC front door: CheckRequest -> RequestView, Decision -> CheckResponse, and the servicers.
 
-A thin adapter over the project's own ext_authz messages (authz/_pb, built from protos/).
-It decides nothing: `add_authorization_service` hands each RequestView to the `check`
+A thin adapter over the project's own ext_authz messages (authz/_pb, built from protos/),
+for grpcio's thread-pool server (authz/service/server.py says why that flavour). It decides
+nothing: `add_threaded_authorization_service` hands each RequestView to the `check`
 callable and renders whatever Decision comes back.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import grpc
@@ -27,8 +28,8 @@ from authz.observability import CHECKS_BY_REASON
 
 log = logging.getLogger("authz.grpc")
 
-Check = Callable[[RequestView], Awaitable[Decision]]
-BlockingCheck = Callable[[RequestView], Decision]
+# The second argument: seconds left to the call's deadline (read only when needed).
+BlockingCheck = Callable[[RequestView, Callable[[], float | None]], Decision]
 
 _SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
 _METHOD = _SERVICE.methods_by_name["Check"]
@@ -181,16 +182,9 @@ def _internal_error(error: Exception) -> bytes:
     return _INTERNAL_ERROR_BYTES
 
 
-def _add_check_handler(server: grpc.Server | grpc.aio.Server, behaviour: object) -> None:
-    handler = grpc.method_handlers_generic_handler(
-        _SERVICE.full_name,
-        {_METHOD.name: grpc.unary_unary_rpc_method_handler(behaviour)},
-    )
-    server.add_generic_rpc_handlers((handler,))
-
-
-def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
-    """Serve `envoy.service.auth.v3.Authorization/Check` on `server`, deciding with `check`.
+def add_threaded_authorization_service(server: grpc.Server, check: BlockingCheck) -> None:
+    """Serve `envoy.service.auth.v3.Authorization/Check` on grpcio's thread-pool `server`,
+    deciding with the blocking `check`.
 
     Fails closed: if decoding the request, `check` or the response raises, the answer is the
     internal_error denial (503), never a gRPC error that Envoy's failure_mode_allow could
@@ -199,40 +193,30 @@ def add_authorization_service(server: grpc.aio.Server, check: Check) -> None:
 
     # Decoding happens here rather than in a grpc deserializer, so a request that does not
     # parse is also answered with the internal_error denial.
-    async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        try:
-            return encode_response(await check(request_view(CheckRequest.FromString(request))))
-        except Exception as error:
-            return _internal_error(error)
-
-    _add_check_handler(server, handle)
-
-
-def add_threaded_authorization_service(server: grpc.Server, check: BlockingCheck) -> None:
-    """`add_authorization_service` for grpcio's thread-pool server and a blocking `check`."""
-
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            return encode_response(check(request_view(CheckRequest.FromString(request))))
+            view = request_view(CheckRequest.FromString(request))
+            return encode_response(check(view, context.time_remaining))
         except Exception as error:
             return _internal_error(error)
 
-    _add_check_handler(server, handle)
-
-
-def add_health_service(server: grpc.aio.Server) -> health.aio.HealthServicer:
-    """Serve `grpc.health.v1.Health` on `server`; the caller sets SERVING / NOT_SERVING."""
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    return servicer
+    handler = grpc.method_handlers_generic_handler(
+        _SERVICE.full_name,
+        {_METHOD.name: grpc.unary_unary_rpc_method_handler(handle)},
+    )
+    server.add_generic_rpc_handlers((handler,))
 
 
 class _CheckOnlyHealth(health.HealthServicer):  # type: ignore[misc]
     # On a thread-pool server each Watch stream would hold a pool thread for as long as
     # the client stays, so a few watchers could starve Checks. Envoy, Kubernetes and
     # grpc-health-probe use Check; Watch answers UNIMPLEMENTED, which the health protocol
-    # allows.
-    def Watch(self, request: object, context: grpc.ServicerContext) -> None:
+    # allows. (HealthServicer marks Watch experimental_non_blocking, so grpcio passes a
+    # send_response_callback too.)
+    def Watch(
+        self, request: object, context: grpc.ServicerContext,
+        send_response_callback: object = None,
+    ) -> None:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "use Check")
 
 

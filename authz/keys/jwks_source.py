@@ -12,12 +12,17 @@ Refresh behaviour (all per process):
   never exceeded.
 - After a failure: retry after 1, 2, 4, ... s, capped at min(P, 60 s), each drawn from
   [50 %, 100 %] of the step. The last good key set stays in use meanwhile.
-- A fetch fails on: connection or TLS error, non-200 status (redirects are followed, but
-  never from https to http), no response within IO_TIMEOUT_SECONDS per socket operation
-  or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is not a JWKS, a
-  non-empty `keys` array with no usable key, or more than MAX_JWKS_KEYS usable keys
-  (also counted in authz_jwks_too_many_keys_total). An explicitly empty `keys` array is a valid
-  answer: the issuer has withdrawn every key.
+- A fetch fails on: connection or TLS error, non-200 status (redirects are followed, to
+  http(s) only and never from https to http), no response within IO_TIMEOUT_SECONDS per
+  socket operation or TOTAL_TIMEOUT_SECONDS overall, a body over 1 MiB, a body that is
+  not a JWKS, a non-empty `keys` array with no usable key, or more than MAX_JWKS_KEYS
+  usable keys (also counted in authz_jwks_too_many_keys_total). An explicitly empty
+  `keys` array is a valid answer: the issuer has withdrawn every key.
+- The total timeout covers the whole fetch inside its thread, not only the wait for it:
+  every socket operation (connect, TLS handshake, request, status line, headers, body,
+  each redirect) waits at most min(IO_TIMEOUT_SECONDS, time left), so a server sending one
+  byte every few seconds cannot keep a fetch thread alive past it. Name resolution is the
+  one step it cannot cut short (getaddrinfo blocks for the resolver's own timeouts).
 - Unknown kid: `refresh_unknown_kid` starts one fetch that concurrent callers share, at
   most once per KID_REFRESH_INTERVAL_SECONDS (the first one is always allowed).
 - Fetches that finish out of order never install an older answer over a newer one.
@@ -33,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http.client
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -43,7 +50,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException, HTTPMessage, HTTPResponse
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from authz import __version__
@@ -90,9 +97,132 @@ class _NoDowngradeRedirect(urllib.request.HTTPRedirectHandler):
         self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
         headers: HTTPMessage, newurl: str,
     ) -> urllib.request.Request | None:
-        if req.full_url.lower().startswith("https:") and not newurl.lower().startswith("https:"):
+        scheme = urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            # urllib itself would follow ftp://, outside the fetch's deadlines.
+            raise JWKSFetchError(f"HTTP {code} redirect to a non-HTTP URL refused")
+        if req.full_url.lower().startswith("https:") and scheme != "https":
             raise JWKSFetchError(f"HTTP {code} redirect from https to a non-https URL refused")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    deadline: float  # time.monotonic()
+    io_timeout: float
+
+    def timeout(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the fetch's total timeout ran out")
+        return min(self.io_timeout, left)
+
+
+# The budget of the fetch running in this thread (each fetch has a thread of its own).
+_budgets = threading.local()
+
+
+def _arm(sock: socket.socket) -> None:
+    # Before each blocking socket operation of a fetch: wait at most min(io, time left).
+    budget: _Budget | None = getattr(_budgets, "current", None)
+    if budget is not None:
+        sock.settimeout(budget.timeout())
+
+
+class _BudgetSocket(socket.socket):
+    # makefile() reads through recv_into; http.client sends through sendall.
+    def connect(self, address: Any) -> None:
+        _arm(self)
+        super().connect(address)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        _arm(self)
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        _arm(self)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        _arm(self)
+        return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        _arm(self)
+        super().sendall(data, flags)
+
+
+class _BudgetSSLSocket(ssl.SSLSocket):
+    # wrap_socket() makes this from the _BudgetSocket's descriptor; recv/recv_into read
+    # through read(), sendall() through send().
+    def do_handshake(self, block: bool = False) -> None:
+        _arm(self)
+        super().do_handshake(block)
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        _arm(self)
+        return super().read(len, buffer)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        _arm(self)
+        return super().send(data, flags)
+
+
+def _budget_connection(
+    address: tuple[str, int], timeout: float | None, source_address: Any = None
+) -> socket.socket:
+    """socket.create_connection, with a _BudgetSocket for each address tried."""
+    host, port = address
+    error: OSError = OSError("no address to connect to")
+    for family, kind, proto, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = _BudgetSocket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+        else:
+            return sock
+    raise error
+
+
+class _BudgetHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _budget_connection
+
+
+class _BudgetHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _budget_connection
+
+
+class _BudgetHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> HTTPResponse:
+        return self.do_open(_BudgetHTTPConnection, req)
+
+
+class _BudgetHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, ca_file: str | None, eager: bool) -> None:
+        super().__init__()
+        self._ca_file = ca_file
+        # Built once: loading a trust store costs tens of ms, too much per kid refresh.
+        # For a plain-http URL only when a redirect leads to https.
+        self._tls = self._new_context() if eager else None
+
+    def _new_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self._ca_file)
+        context.sslsocket_class = _BudgetSSLSocket
+        return context
+
+    def https_open(self, req: urllib.request.Request) -> HTTPResponse:
+        if self._tls is None:
+            self._tls = self._new_context()
+        return self.do_open(_BudgetHTTPSConnection, req, context=self._tls)
 
 
 class JWKSSource:
@@ -120,13 +250,10 @@ class JWKSSource:
         self._kid_interval = kid_refresh_interval
         self._max_age_floor = max_age_floor
         self._clock = clock
-        handlers: list[urllib.request.BaseHandler] = [_NoDowngradeRedirect()]
-        if ca_file is not None or url.lower().startswith("https:"):
-            # Built once: loading a trust store costs tens of ms, too much per kid refresh.
-            # (A plain-http URL redirected to https gets urllib's default, verified context.)
-            context = ssl.create_default_context(cafile=ca_file)
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+        https = ca_file is not None or url.lower().startswith("https:")
+        self._opener = urllib.request.build_opener(
+            _NoDowngradeRedirect(), _BudgetHTTPHandler(), _BudgetHTTPSHandler(ca_file, https)
+        )
         self._failures = 0
         self._started_seq = 0
         self._installed_seq = 0
@@ -218,7 +345,7 @@ class JWKSSource:
             elif isinstance(exc, TimeoutError):
                 error = f"no complete answer within {self._total_timeout} s"
             else:
-                error = repr(exc)
+                error = _summary(exc)
             log.warning(
                 "JWKS fetch failed; keeping the last good key set",
                 extra={"url": self._shown_url, "trigger": trigger, "error": error,
@@ -264,26 +391,29 @@ class JWKSSource:
 
     def _fetch(self) -> _Answer:
         # Runs in a worker thread: blocking I/O, no event-loop state touched.
-        deadline = time.monotonic() + self._total_timeout
         request = urllib.request.Request(
             self._url,
             headers={"Accept": "application/json", "User-Agent": f"authz/{__version__}"},
         )
+        _budgets.current = _Budget(time.monotonic() + self._total_timeout, self._io_timeout)
         try:
             response: HTTPResponse = self._opener.open(request, timeout=self._io_timeout)
             with response:
                 if response.status != 200:
                     raise JWKSFetchError(f"HTTP {response.status}")
-                body = _read_capped(response, deadline)
+                body = _read_capped(response)
                 max_age = _max_age(response.headers.get_all("Cache-Control") or [])
         except urllib.error.HTTPError as exc:
             exc.close()
             raise JWKSFetchError(f"HTTP {exc.code}") from None
         except urllib.error.URLError as exc:
-            raise JWKSFetchError(f"cannot fetch: {exc.reason}") from None
+            reason = exc.reason if isinstance(exc.reason, OSError) else exc
+            raise JWKSFetchError(f"cannot fetch: {_summary(reason)}") from None
         except (OSError, HTTPException, ValueError) as exc:
             # OSError covers socket timeouts and TLS errors; ValueError a bad URL or header.
-            raise JWKSFetchError(f"cannot fetch: {type(exc).__name__}: {exc}") from None
+            raise JWKSFetchError(f"cannot fetch: {_summary(exc)}") from None
+        finally:
+            _budgets.current = None
         try:
             key_set = read_jwks(body)
         except JWKSTooManyKeys as exc:
@@ -294,22 +424,20 @@ class JWKSSource:
         return _Answer(key_set.keys, key_set.skipped, max_age)
 
 
-def _read_capped(response: HTTPResponse, deadline: float) -> bytes:
+def _read_capped(response: HTTPResponse) -> bytes:
     declared = response.headers.get("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
         raise JWKSFetchError(f"body over {MAX_BODY_BYTES} bytes (Content-Length)")
     chunks: list[bytes] = []
     size = 0
     while True:
-        # read1 returns after one socket read, so a slow trickle meets the deadline check.
+        # read1 returns after one socket read: the cap is checked as the body arrives.
         chunk = response.read1(_READ_CHUNK)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise JWKSFetchError(f"body over {MAX_BODY_BYTES} bytes")
-        if time.monotonic() > deadline:
-            raise JWKSFetchError("total timeout while reading the body")
         chunks.append(chunk)
 
 
@@ -326,6 +454,21 @@ def _max_age(cache_control: list[str]) -> float | None:
             if name == "max-age" and value.isdigit():
                 max_age = float(value) if max_age is None else min(max_age, float(value))
     return max_age
+
+
+def _summary(error: BaseException) -> str:
+    """A failure as logged: the exception's class, and for OS and TLS errors the system's
+    own short text. Never str(error): urllib's and http.client's messages quote the URL
+    (userinfo and query included) or whatever the server sent."""
+    detail: str | None = None
+    if isinstance(error, ssl.SSLError):
+        detail = getattr(error, "verify_message", None) or error.reason
+    elif isinstance(error, TimeoutError):
+        detail = "timed out"
+    elif isinstance(error, OSError):
+        detail = error.strerror  # strerror()/gai_strerror() text; None for a free message
+    name = type(error).__name__
+    return f"{name}: {detail}" if detail else name
 
 
 def _shown(url: str) -> str:

@@ -2,7 +2,8 @@
 
 This is the one place a decision meets the outside world: it reads the clock and the
 current key snapshot, may wait for a JWKS refresh, counts and logs. Fail closed: any
-exception while deciding becomes the internal_error denial.
+exception while deciding becomes the internal_error denial. `CheckThreads` is the thread
+pool the gRPC server runs `check_blocking` on.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
 from authz.core.decide import decide
@@ -27,14 +29,19 @@ from authz.settings import Settings
 log = logging.getLogger("authz.check")
 
 # How long a Check may wait for a kid-triggered JWKS refresh: inside Envoy's ext_authz
-# timeout (envoy.yaml sets 0.5 s), leaving room for the answer.
+# timeout (envoy.yaml sets 0.5 s), leaving room for the answer. A gRPC Check waits no
+# longer than its own deadline (Envoy sends its timeout) less ANSWER_MARGIN_SECONDS either.
 UNKNOWN_KID_WAIT_SECONDS = 0.35
+ANSWER_MARGIN_SECONDS = 0.15
 
-# How many `check_blocking` calls may wait for that refresh at once. Each waiting call holds
-# a server thread; past this number an unknown kid is answered at once (unknown_kid), so
-# tokens with made-up kids, or a slow JWKS server, can never park every thread and stall
-# all Checks. The refresh itself still runs and later Checks see its keys.
-MAX_KID_WAITERS = 2
+# How many `check_blocking` calls may wait for that refresh at once. Every Check that
+# arrives during one refresh waits for it (SPEC section 4), and waiting costs other Checks
+# nothing: a waiting call lends its place among the server's running threads to a spare
+# thread (CheckThreads). This bounds what a flood of made-up kids, or a slow JWKS server,
+# can take: that many spare threads, and that many of the server's MAX_CONCURRENT_RPCS
+# (512) slots for ~0.35 s each. Past it an unknown kid is answered at once (unknown_kid);
+# the refresh still runs and later Checks see its keys.
+MAX_KID_WAITERS = 64
 
 
 class SnapshotSource(Protocol):
@@ -89,9 +96,13 @@ class Checker:
             decision = deny(Reason.INTERNAL_ERROR)
         return self._record(view, decision, started)
 
-    def check_blocking(self, view: RequestView) -> Decision:
+    def check_blocking(
+        self, view: RequestView, time_left: Callable[[], float | None] | None = None
+    ) -> Decision:
         """`check` for a server thread: an unknown kid waits on the refresh in `refresh_on`'s
-        loop, blocking only this thread; never raises."""
+        loop, blocking only this thread (on CheckThreads, a spare thread runs other Checks
+        meanwhile), at most until `time_left()` (seconds to the call's deadline) less
+        ANSWER_MARGIN_SECONDS; never raises."""
         started = time.perf_counter()
         try:
             decision = self.decide_now(view)
@@ -101,15 +112,15 @@ class Checker:
                 and self._refresh is not None
                 and loop is not None
             ):
-                if self._kid_waiters.acquire(blocking=False):
+                wait = _kid_wait(time_left)
+                if wait > 0 and self._kid_waiters.acquire(blocking=False):
                     try:
-                        refresh = asyncio.run_coroutine_threadsafe(
-                            self._refresh(UNKNOWN_KID_WAIT_SECONDS), loop
-                        )
-                        # refresh_unknown_kid gives up after its timeout itself; the margin
-                        # only covers the hop to the loop and back.
-                        with contextlib.suppress(concurrent.futures.TimeoutError):
-                            refresh.result(UNKNOWN_KID_WAIT_SECONDS + 0.05)
+                        with _lend_thread():
+                            refresh = asyncio.run_coroutine_threadsafe(self._refresh(wait), loop)
+                            # refresh_unknown_kid gives up after its timeout itself; the
+                            # margin only covers the hop to the loop and back.
+                            with contextlib.suppress(concurrent.futures.TimeoutError):
+                                refresh.result(wait + 0.05)
                     finally:
                         self._kid_waiters.release()
                     decision = self.decide_now(view)
@@ -139,3 +150,119 @@ class Checker:
                 },
             )
         return decision
+
+
+def _kid_wait(time_left: Callable[[], float | None] | None) -> float:
+    wait = UNKNOWN_KID_WAIT_SECONDS
+    left = time_left() if time_left is not None else None
+    if left is not None:
+        wait = min(wait, left - ANSWER_MARGIN_SECONDS)
+    return wait
+
+
+_Work = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+# The CheckThreads a thread serves, set in each of its threads.
+_this_thread = threading.local()
+
+
+def _lend_thread() -> contextlib.AbstractContextManager[None]:
+    pool: CheckThreads | None = getattr(_this_thread, "pool", None)
+    return pool.lent() if pool is not None else contextlib.nullcontext()
+
+
+class CheckThreads(concurrent.futures.Executor):
+    """The gRPC server's thread pool: `size` threads run calls, like a ThreadPoolExecutor of
+    `size`, except that a call waiting for a kid-triggered JWKS refresh (`lent`) lends its
+    place to a spare thread for as long as it waits. So waiting Checks never hold the
+    threads other Checks are answered on, and once the waits end the spares do too: no more
+    than `size` threads run Checks otherwise (more only fight over the GIL)."""
+
+    def __init__(self, size: int, name: str = "check") -> None:
+        self._size = size
+        self._name = name
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._waiting = 0
+        self._started = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any,
+               ) -> concurrent.futures.Future[Any]:
+        """Run `fn(*args, **kwargs)` on one of the threads."""
+        if self._closed:
+            raise RuntimeError("cannot submit after shutdown")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        if len(self._threads) - self._waiting < self._size:  # until the first `size` run
+            self._grow()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the threads once the calls queued before have run (grpcio never calls it;
+        queued calls are not cancelled)."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[None]:
+        """While inside, the calling thread (one of these) does not count as running."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._grow()
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _grow(self) -> None:
+        with self._lock:
+            if self._closed or len(self._threads) - self._waiting >= self._size:
+                return
+            thread = threading.Thread(target=self._serve, daemon=True,
+                                      name=f"{self._name}_{self._started}")
+            self._started += 1
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._threads.discard(thread)
+            raise
+
+    def _retire(self) -> bool:
+        with self._lock:
+            if len(self._threads) - self._waiting <= self._size:
+                return False
+            self._threads.discard(threading.current_thread())
+            return True
+
+    def _serve(self) -> None:
+        _this_thread.pool = self
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            future, fn, args, kwargs = work
+            del work
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as error:
+                    future.set_exception(error)
+                    del error
+                else:
+                    future.set_result(result)
+                    del result
+            del future, fn, args, kwargs
+            # A spare whose waiting thread is back: one of the threads ends.
+            if len(self._threads) - self._waiting > self._size and self._retire():
+                return

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -28,7 +27,7 @@ from authz.keys.jwks_source import JWKSSource
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
 from authz.observability import CHECKS_BY_TRANSPORT, counted_by_transport, init_metrics
-from authz.service.checker import Checker
+from authz.service.checker import Checker, CheckThreads
 from authz.settings import Settings
 
 log = logging.getLogger("authz.server")
@@ -65,9 +64,20 @@ MAX_CONCURRENT_RPCS = 512
 # bytes cost 0.14 ms. grpc.aio pays for an asyncio task, futures and loop wake-ups per call;
 # the thread-pool server hands the call to a thread straight from the completion queue. With
 # one stream (unloaded) the p50 was 0.20 ms (aio) vs 0.17 ms. 4 threads measured best of
-# 2/4/16 (0.107/0.096/0.126 ms): enough for Checks to keep flowing while a few wait on a
-# kid-triggered JWKS refresh, few enough that they rarely fight over the GIL.
+# 2/4/16 (0.107/0.096/0.126 ms): few enough that they rarely fight over the GIL. Checks
+# waiting on a kid-triggered JWKS refresh do not count against them: CheckThreads runs a
+# spare thread for each (up to authz.service.checker.MAX_KID_WAITERS).
 GRPC_THREADS = 4
+
+
+def grpc_server(threads: int = GRPC_THREADS) -> grpc.Server:
+    """An empty gRPC server built as authz serves Checks: GRPC_OPTIONS, the load-shedding
+    bound and CheckThreads of `threads` (the tests and the benchmark floor use it too)."""
+    return grpc.server(
+        CheckThreads(threads),
+        options=GRPC_OPTIONS,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
 
 
 class Service:
@@ -94,17 +104,13 @@ class Service:
             if settings.hs256_secret_file
             else None
         )
-        self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(GRPC_THREADS, thread_name_prefix="check"),
-            options=GRPC_OPTIONS,
-            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-        )
+        self.grpc_server = grpc_server()
         grpc_checks = CHECKS_BY_TRANSPORT.labels("grpc")
         check_blocking = self.checker.check_blocking
 
-        def check_grpc(view: RequestView) -> Decision:
+        def check_grpc(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
             grpc_checks.inc()
-            return check_blocking(view)
+            return check_blocking(view, time_left)
 
         add_threaded_authorization_service(self.grpc_server, check_grpc)
         self.health = add_threaded_health_service(self.grpc_server)

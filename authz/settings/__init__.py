@@ -299,9 +299,19 @@ def _jwks_url(value: object) -> str | None:
     text = _text(value)
     if not text:
         return None
+    if any(c.isspace() or not c.isprintable() for c in text):
+        # http.client refuses such a URL at every fetch, quoting it.
+        raise ValueError("must not contain spaces or control characters")
     parts = urlsplit(text)
     if parts.scheme.lower() not in ("http", "https"):
         raise ValueError("must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        # urllib cannot fetch it (http.client reads "password@host" as the port), and the
+        # credential would reach the logs of every failed fetch.
+        raise ValueError(
+            "must not carry a user name or password (user:password@host); use a URL the "
+            "JWKS server accepts without credentials"
+        )
     if not parts.hostname:
         raise ValueError("must name a host")
     try:
