@@ -27,7 +27,8 @@ from authz.core.request import RequestView
 from authz.keys.jwks_source import MAX_BODY_BYTES, JWKSSource
 from authz.keys.store import KeyStore
 from authz.service.checker import Checker
-from authz.settings import Settings, load_settings
+from authz.settings.load import load_settings
+from authz.settings.model import Settings
 from tests.jwks_server import (
     JWKSServer,
     PrivateKey,
