@@ -23,7 +23,7 @@ from authz.core.decision import Reason
 from authz.core.mint import mint_hmac
 from authz.core.request import RequestView
 from authz.keys.snapshot import KeySnapshot
-from authz.settings import load_settings
+from authz.settings.load import load_settings
 from tests.harness import (
     ROOT,
     SECRET,

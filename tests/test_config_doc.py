@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 import authz.service.server  # noqa: F401 - registers every metric the service exports
 from authz.core.decision import Reason, status_of
-from authz.settings import load_settings
+from authz.settings.load import load_settings
 from tests.harness import ROOT, SECRET
 
 GENERATOR = ROOT / "tools" / "gen_config_doc.py"

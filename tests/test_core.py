@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason
 from authz.core.mint import b64url, mint_hmac
+from authz.core.policy import ClaimRule, Policy
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot, PublicKey
-from authz.settings import ClaimRule, Policy, Settings
+from authz.settings.model import Settings
 from tests.jwks_server import jwk, jwks, rsa_key, sign
 
 SECRET = b"zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"

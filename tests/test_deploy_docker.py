@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authz.cli.main import build_parser
-from authz.settings import Settings
 from authz.settings.addresses import split_host_port
+from authz.settings.model import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -25,8 +25,9 @@ import referencing
 import yaml
 
 import authz
-from authz.settings import Settings, load_settings
 from authz.settings.addresses import split_host_port
+from authz.settings.load import load_settings
+from authz.settings.model import Settings
 from tests.harness import assert_envoy_config_valid
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,12 +35,13 @@ from jwcrypto import jws as jose_jws
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason, deny
 from authz.core.mint import b64url, mint_hmac
+from authz.core.policy import ClaimRule, Policy
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.fronts.grpc import check_response
 from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot
-from authz.settings import ClaimRule, Policy, Settings
+from authz.settings.model import Settings
 from tests.jwks_server import PrivateKey, jwk, jwks, rsa_key, sign
 
 NOW = 1_800_000_000.0

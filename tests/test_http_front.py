@@ -29,7 +29,7 @@ from authz.fronts.http import (
 )
 from authz.keys.store import KeyStore
 from authz.service.checker import Checker
-from authz.settings import load_settings
+from authz.settings.load import load_settings
 from tests.harness import ENVOY_HTTP_YAML, POLICIES_YAML, SECRET, Response, free_port, request
 
 

@@ -35,7 +35,8 @@ from authz.keys.store import KeyStore
 from authz.service import checker as checker_module
 from authz.service.checker import Checker
 from authz.service.server import grpc_server
-from authz.settings import Settings, load_settings
+from authz.settings.load import load_settings
+from authz.settings.model import Settings
 from tests.jwks_server import (
     JWKSServer,
     PrivateKey,

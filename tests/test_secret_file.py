@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY
 
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
-from authz.settings import Settings, load_settings
+from authz.settings.load import load_settings
+from authz.settings.model import Settings
 
 A = b"a" * 32 + b"-first-secret"
 B = b"b" * 32 + b"-second-secret"

@@ -16,17 +16,13 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from authz.core.policy import ip_allowed
-from authz.settings import (
-    ClaimRule,
-    Policy,
-    Settings,
-    SettingsError,
-    load_settings,
-    parse_properties,
-    read_secret_file,
-    start_warnings,
-)
+from authz.core.policy import ClaimRule, Policy, ip_allowed
+from authz.keys.secrets import read_secret_file
+from authz.settings.ams import parse_properties
+from authz.settings.checks import start_warnings
+from authz.settings.errors import SettingsError
+from authz.settings.load import load_settings
+from authz.settings.model import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SECRET = "yaml-secret-that-must-never-leak-0123456789"

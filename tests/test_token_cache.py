@@ -18,7 +18,7 @@ from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.keys.jwk import JWKSError, parse_jwks
 from authz.keys.snapshot import KeySnapshot
-from authz.settings import Settings
+from authz.settings.model import Settings
 from tests.jwks_server import PrivateKey, jwk, jwks, rsa_key, sign
 
 NOW = 1_800_000_000.0

@@ -1,7 +1,8 @@
 """Regenerate docs/configuration.md from the settings model: `python tools/gen_config_doc.py`.
 
 Names, environment variables, defaults, Ant Media Server properties, policy fields and claim
-tests come from authz/settings/__init__.py itself; the prose for each comes from the tables below,
+tests come from the settings package itself (authz/settings/: model, convert, errors, ams,
+policies); the prose for each comes from the tables below,
 which must name every setting exactly once (a setting added to the model without prose, or
 prose left for a removed one, is an error). `--check` exits 1 when the committed file is not
 what this script makes (tests/test_config_doc.py runs it).
@@ -18,8 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from authz import settings as model  # noqa: E402 - after the path is set for a checkout
-from authz.core.policy import POLICY_CONTEXT_KEY  # noqa: E402
+# The imports below come after the path is set for a checkout, hence E402.
+from authz.core.policy import DEFAULT_POLICY, POLICY_CONTEXT_KEY  # noqa: E402
+from authz.settings.ams import AMS_KEYS  # noqa: E402
+from authz.settings.convert import CONVERTERS, MAX_LEEWAY_SECONDS  # noqa: E402
+from authz.settings.errors import ENV_PREFIX, env_name  # noqa: E402
+from authz.settings.model import Settings  # noqa: E402
+from authz.settings.policies import CLAIM_OPS, POLICY_KEYS  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
 
@@ -89,9 +95,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "set: not checked.",
     ),
     "leeway_seconds": (
-        f"a number of seconds, 0 to {model.MAX_LEEWAY_SECONDS}",
+        f"a number of seconds, 0 to {MAX_LEEWAY_SECONDS}",
         "Clock skew allowed on `exp`, `nbf` and `iat`. More than "
-        f"{model.MAX_LEEWAY_SECONDS} s is refused at start (exit 2): a large leeway keeps "
+        f"{MAX_LEEWAY_SECONDS} s is refused at start (exit 2): a large leeway keeps "
         "long-expired tokens valid; keep the clocks right (NTP) instead.",
     ),
     "require_exp": (
@@ -170,19 +176,19 @@ def _same_keys(what: str, documented: Iterable[str], model_keys: Iterable[str]) 
     if documented_set != model_set:
         missing, extra = sorted(model_set - documented_set), sorted(documented_set - model_set)
         raise SystemExit(
-            f"tools/gen_config_doc.py: {what} out of step with authz/settings/__init__.py: "
+            f"tools/gen_config_doc.py: {what} out of step with authz/settings/: "
             f"undocumented {missing}, documented but gone {extra}"
         )
 
 
 def render() -> str:
     """The text of docs/configuration.md."""
-    keys = list(model._CONVERTERS)
+    keys = list(CONVERTERS)
     _same_keys("settings", SETTINGS, keys)
-    _same_keys("policy fields", POLICY_FIELDS, model._POLICY_KEYS)
-    _same_keys("claim tests", CLAIM_TESTS, model._CLAIM_OPS)
-    defaults = {f.name: f.default for f in dataclasses.fields(model.Settings)}
-    ams = {key: prop for prop, key in model._AMS_KEYS.items()}
+    _same_keys("policy fields", POLICY_FIELDS, POLICY_KEYS)
+    _same_keys("claim tests", CLAIM_TESTS, CLAIM_OPS)
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    ams = {key: prop for prop, key in AMS_KEYS.items()}
 
     out = [
         "# Configuration reference",
@@ -196,7 +202,7 @@ def render() -> str:
         "1. built-in defaults;",
         "2. a YAML file, `--config FILE` (keys below; `examples/authz.yaml` shows them all);",
         "3. an Ant Media Server `red5-web.properties` file, `--ams-properties FILE`;",
-        f"4. environment variables, `{model._ENV_PREFIX}` + the key in upper case.",
+        f"4. environment variables, `{ENV_PREFIX}` + the key in upper case.",
         "",
         "`authz serve` and `authz token` read the same sources. An environment variable set to "
         "the empty string puts its setting back to the built-in default. Unknown keys, keys "
@@ -209,11 +215,11 @@ def render() -> str:
         "| YAML key | environment variable | default |",
         "|---|---|---|",
     ]
-    out += [f"| [`{k}`](#{k}) | `{model._env_name(k)}` | {_default(defaults[k])} |" for k in keys]
+    out += [f"| [`{k}`](#{k}) | `{env_name(k)}` | {_default(defaults[k])} |" for k in keys]
     for key in keys:
         values, meaning = SETTINGS[key]
         out += ["", f"### {key}", "", meaning, ""]
-        out.append(f"- environment: `{model._env_name(key)}`")
+        out.append(f"- environment: `{env_name(key)}`")
         out.append(f"- values: {values}")
         out.append(f"- default: {_default(defaults[key])}")
         if key in ams:
@@ -230,7 +236,7 @@ def render() -> str:
         "| property | setting |",
         "|---|---|",
     ]
-    out += [f"| `{prop}` | [`{key}`](#{key}) |" for prop, key in model._AMS_KEYS.items()]
+    out += [f"| `{prop}` | [`{key}`](#{key}) |" for prop, key in AMS_KEYS.items()]
     out += [
         "| `settings.ipFilterEnabled` | `false` ignores `settings.remoteAllowedCIDR` |",
         "",
@@ -238,21 +244,21 @@ def render() -> str:
         "",
         "An Envoy route names a policy in its ext_authz per-route `context_extensions` "
         f"(key `{POLICY_CONTEXT_KEY}`; through the HTTP door, the `x-authz-policy` header). "
-        f"Routes that name none, and routes that name `{model.DEFAULT_POLICY}`, use the "
+        f"Routes that name none, and routes that name `{DEFAULT_POLICY}`, use the "
         "default policy: the flat settings above, or the policy written out as "
-        f"`{model.DEFAULT_POLICY}` under `policies:`, which then replaces them for both. A "
+        f"`{DEFAULT_POLICY}` under `policies:`, which then replaces them for both. A "
         "route naming an undefined policy is denied (403 `unknown_policy`). In a policy, a "
         "field left out (or null) takes the flat setting's value.",
         "",
         "| field | left out: takes | meaning |",
         "|---|---|---|",
     ]
-    for field_name in model._POLICY_KEYS:
+    for field_name in POLICY_KEYS:
         inherits, meaning = POLICY_FIELDS[field_name]
         taken = f"`{inherits}`" if inherits else "nothing"
         out.append(f"| `{field_name}` | {taken} | {meaning} |")
     out += ["", "Claim tests in `required_claims`:", "", "| test | passes when |", "|---|---|"]
-    out += [f"| `{op}` | {CLAIM_TESTS[op]} |" for op in model._CLAIM_OPS]
+    out += [f"| `{op}` | {CLAIM_TESTS[op]} |" for op in CLAIM_OPS]
     out += [
         "",
         "```yaml",

@@ -37,7 +37,7 @@ from authz._support.loopback import cluster_healthy, echo_server, free_port, sto
 from authz.core.mint import mint_hmac
 from authz.observability import setup_logging
 from authz.service.server import Service
-from authz.settings import load_settings
+from authz.settings.load import load_settings
 
 EXIT_STOPPED = 0
 EXIT_FAILED = 1

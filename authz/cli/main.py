@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from authz.observability import setup_logging
-from authz.settings import Settings, SettingsError, load_settings, start_warnings
+from authz.settings.checks import start_warnings
+from authz.settings.errors import SettingsError
+from authz.settings.load import load_settings
+from authz.settings.model import Settings
 
 EXIT_INVALID_SETTINGS = 2
 EXIT_USAGE = 2

@@ -15,7 +15,7 @@ from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.core.verify import TokenError, check_claims, check_shape, check_times, verify_token
 from authz.keys.snapshot import KeySnapshot
-from authz.settings import Settings
+from authz.settings.model import Settings
 
 # RFC 9110 field-name (token) characters.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

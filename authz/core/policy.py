@@ -1,21 +1,63 @@
-"""Policy: which route rules apply, the IP filter, required claims and forwarded claims."""
+"""Policy: what a route requires (`Policy`, `ClaimRule`) and how a request is held to it:
+which policy applies, the IP filter, required claims and forwarded claims."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from authz.core.decision import Reason
 from authz.core.verify import TokenError
-from authz.settings import DEFAULT_POLICY, ClaimRule, Network, Policy, Settings
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The default policy's name: routes naming it, or none, get `PolicyTable.default_policy`.
+DEFAULT_POLICY = "default"
+JSONValue = Any
 POLICY_CONTEXT_KEY = "policy"
 SUB_HEADER = "x-jwt-sub"
 
 
-def select_policy(context: Mapping[str, str], settings: Settings) -> Policy:
+@dataclass(frozen=True, slots=True)
+class ClaimRule:
+    """A required claim: `equals` one value, is `one_of` several, or `contains` a word.
+
+    `contains` matches a word of a string split on U+0020 only (an OAuth `scope`, RFC 6749
+    section 3.3) or an array member.
+    """
+
+    claim: str
+    op: Literal["equals", "one_of", "contains"]
+    values: tuple[JSONValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What one route requires. The default policy comes from the flat settings."""
+
+    name: str
+    jwt_enabled: bool = True
+    allowed_networks: tuple[Network, ...] = ()
+    issuer: str | None = None
+    audiences: tuple[str, ...] = ()
+    required_claims: tuple[ClaimRule, ...] = ()
+    # (claim name, header name) pairs forwarded upstream on allow, besides x-jwt-sub.
+    forward_claims: tuple[tuple[str, str], ...] = ()
+
+
+class PolicyTable(Protocol):
+    """The policies a route can name (the settings are one): the core needs no loader."""
+
+    @property
+    def default_policy(self) -> Policy: ...
+
+    @property
+    def policies(self) -> Mapping[str, Policy]: ...
+
+
+def select_policy(context: Mapping[str, str], settings: PolicyTable) -> Policy:
     """The policy the route names in `context_extensions[policy]`, else the default.
 
     `default` names the default policy whether or not the settings write it out.

@@ -1,6 +1,6 @@
 """Watching the HS256 secret file (AUTHZ_HS256_SECRET_FILE) for rotation.
 
-The format and its validation are `authz.settings.read_secret_file`'s (the same rules
+The format and its validation are `authz.keys.secrets.read_secret_file`'s (the same rules
 at start and on every reload); the first secret signs, all verify.
 
 The watcher polls `stat` of the path (following symlinks) plus its resolved path, so
@@ -14,9 +14,10 @@ import asyncio
 import logging
 import os
 
+from authz.keys.secrets import read_secret_file
 from authz.keys.store import KeyStore
 from authz.observability import SECRET_RELOAD_FAILURE, SECRET_RELOAD_SUCCESS
-from authz.settings import SettingsError, read_secret_file
+from authz.settings.errors import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -5,31 +5,46 @@ immutable and rebinding an attribute is atomic, so a Check sees the old key mate
 or the new, never a mix. Writers serialize on a lock so that a secret reload and a
 JWKS refresh landing together cannot drop each other's update.
 
-HMAC secret order (first signs, all verify) is `Settings.secrets_with`'s: the secret
-file's lines in file order, then AUTHZ_HS256_SECRET.
+HMAC secret order (first signs, all verify) is `authz.keys.secrets.hmac_secrets`': the
+secret file's lines in file order, then AUTHZ_HS256_SECRET.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
+from authz.keys.secrets import hmac_secrets
 from authz.keys.snapshot import KeySnapshot, PublicKey
-from authz.settings import Settings
+
+
+class KeySettings(Protocol):
+    """The key settings a KeyStore starts from (`authz.settings.model.Settings` is one)."""
+
+    @property
+    def hs256_secret(self) -> str | None: ...
+
+    @property
+    def hs256_file_secrets(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def jwks_url(self) -> str | None: ...
 
 
 class KeyStore:
     """The current KeySnapshot in `snapshot`, plus the swaps the key sources use."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: KeySettings) -> None:
+        self._plain_secret = settings.hs256_secret
         self._lock = threading.Lock()
         self.snapshot = KeySnapshot.build(
-            secrets=settings.hs256_secrets, jwks_configured=settings.jwks_url is not None
+            secrets=hmac_secrets(settings.hs256_file_secrets, self._plain_secret),
+            jwks_configured=settings.jwks_url is not None,
         )
 
     def set_file_secrets(self, file_secrets: tuple[bytes, ...]) -> None:
         """Swap in freshly read secret-file lines (the plain secret is kept after them)."""
-        secrets = self._settings.secrets_with(file_secrets)
+        secrets = hmac_secrets(file_secrets, self._plain_secret)
         with self._lock:
             self.snapshot = self.snapshot.with_secrets(secrets)
 

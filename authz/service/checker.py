@@ -24,7 +24,7 @@ from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.keys.snapshot import KeySnapshot
 from authz.observability import CHECK_DURATION, CHECKS_BY_REASON, count_token_cache_lookup
-from authz.settings import Settings
+from authz.settings.model import Settings
 
 log = logging.getLogger("authz.check")
 

@@ -28,7 +28,7 @@ from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
 from authz.observability import CHECKS_BY_TRANSPORT, counted_by_transport, init_metrics
 from authz.service.checker import Checker, CheckThreads
-from authz.settings import Settings
+from authz.settings.model import Settings
 
 log = logging.getLogger("authz.server")
 

@@ -1,0 +1,77 @@
+"""The checks across settings once they are read: a key source when JWT checking is on,
+no two listeners on one port (`SettingsError` at start), and `start_warnings` for valid
+settings that weaken the check."""
+
+from __future__ import annotations
+
+from authz.core.policy import DEFAULT_POLICY
+from authz.settings.addresses import split_host_port
+from authz.settings.errors import SettingsError, env_name
+from authz.settings.model import Settings
+
+__all__ = ["NO_KEY", "check_addresses", "check_key_source", "has_key_source", "start_warnings"]
+
+NO_KEY = (
+    "JWT checking is on but no key is configured: set AUTHZ_HS256_SECRET, "
+    "AUTHZ_HS256_SECRET_FILE or AUTHZ_JWKS_URL, or turn JWT checking off"
+)
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+def has_key_source(settings: Settings) -> bool:
+    """True when an HMAC secret or a JWKS URL is configured."""
+    return bool(settings.hs256_secrets) or settings.jwks_url is not None
+
+
+def check_key_source(settings: Settings) -> None:
+    """Raise `SettingsError` when JWT checking is on without a key source."""
+    if settings.jwt_enabled and not has_key_source(settings):
+        raise SettingsError("AUTHZ_JWT_ENABLED", NO_KEY)
+
+
+def check_addresses(settings: Settings) -> None:
+    """Raise `SettingsError` when two listen addresses share a port on one host."""
+    # Two listeners on one port would fail at bind time with a less helpful message.
+    seen: list[tuple[str, str, int]] = []
+    for key in ("grpc_address", "http_address", "http_authz_address"):
+        address: str | None = getattr(settings, key)
+        if address is None:
+            continue
+        host, port = split_host_port(address)
+        for other_key, other_host, other_port in seen:
+            if port == other_port and (
+                host == other_host or {host, other_host} & _WILDCARD_HOSTS
+            ):
+                raise SettingsError(
+                    env_name(key), f"{address} clashes with {env_name(other_key)}"
+                )
+        seen.append((key, host, port))
+
+
+def start_warnings(settings: Settings) -> tuple[str, ...]:
+    """Valid settings that weaken the check: one line each, `<setting>: <why>`, to log at start.
+
+    Never quotes a secret or the JWKS URL (it may carry credentials).
+    """
+    warnings: list[str] = []
+    if not settings.jwt_enabled:
+        warnings.append(
+            "AUTHZ_JWT_ENABLED: the JWT check is off: requests pass without a token (reason "
+            "jwt_disabled) on every route whose policy does not turn it on"
+        )
+    if settings.jwks_url is not None:
+        # RFC 8725 3.8, 3.9, 3.12: an issuer's keys also sign ID tokens and tokens for its
+        # other services; without `iss` or `aud` checked, all of them pass here.
+        policies = {DEFAULT_POLICY: settings.default_policy, **settings.policies}
+        unchecked = [
+            name for name, policy in policies.items()
+            if policy.jwt_enabled and policy.issuer is None and not policy.audiences
+        ]
+        if unchecked:
+            warnings.append(
+                "AUTHZ_JWKS_URL: any token its keys sign is accepted, also one the issuer made "
+                "for another service, without an issuer or audience check "
+                f"(policies: {', '.join(unchecked)}): set AUTHZ_ISSUER or AUTHZ_AUDIENCE, or "
+                "the policy's issuer or audience (RFC 8725 sections 3.8, 3.9, 3.12)"
+            )
+    return tuple(warnings)

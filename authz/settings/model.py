@@ -1,0 +1,68 @@
+"""The typed settings model: `Settings`, one frozen object built once at start (see
+`authz.settings.load`) and passed down; nothing reads the environment on its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from authz.core.policy import DEFAULT_POLICY, Network, Policy
+from authz.keys.secrets import hmac_secrets
+
+__all__ = ["LogLevel", "Settings"]
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of SPEC section 2 plus the project's own (cache size, CA bundle, policies).
+
+    `hs256_file_secrets` holds the lines of `hs256_secret_file` as read at start;
+    `hs256_secrets` is what the key snapshot starts with.
+    """
+
+    grpc_address: str = "0.0.0.0:9001"
+    http_address: str = "0.0.0.0:9464"
+    http_authz_address: str | None = None
+    hs256_secret: str | None = field(default=None, repr=False)
+    hs256_secret_file: str | None = None
+    jwks_url: str | None = None
+    jwks_refresh_seconds: float = 300.0
+    jwks_ca_file: str | None = None
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    leeway_seconds: float = 60.0
+    require_exp: bool = False
+    allowed_cidrs: tuple[Network, ...] = ()
+    jwt_enabled: bool = True
+    log_level: LogLevel = "info"
+    token_cache_size: int = 100_000
+    policies: dict[str, Policy] = field(default_factory=dict)
+    hs256_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    # Built once in __post_init__: every Check without a route policy reads it, and
+    # building a Policy per Check cost about 0.7 us of a 3.4 us decision.
+    default_policy: Policy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The policy for routes that name none: `policies.default`, else the flat settings.
+        configured = self.policies.get(DEFAULT_POLICY)
+        if configured is None:
+            configured = Policy(
+                name=DEFAULT_POLICY,
+                jwt_enabled=self.jwt_enabled,
+                allowed_networks=self.allowed_cidrs,
+                issuer=self.issuer,
+                audiences=self.audience,
+            )
+        object.__setattr__(self, "default_policy", configured)
+
+    @property
+    def hs256_secrets(self) -> tuple[bytes, ...]:
+        """The HMAC secrets at start: the secret file's lines, then the plain secret."""
+        return self.secrets_with(self.hs256_file_secrets)
+
+    def secrets_with(self, file_secrets: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """The HMAC secrets given the secret file's current lines, in
+        `authz.keys.secrets.hmac_secrets`' order."""
+        return hmac_secrets(file_secrets, self.hs256_secret)
