@@ -7,15 +7,33 @@ caller reads the clock. Every SPEC rule is reachable from `decide` in a unit tes
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from authz.core.decision import Decision, Reason, deny
 from authz.core.extract import extract_token
-from authz.core.policy import check_required_claims, ip_allowed, select_policy, upstream_headers
+from authz.core.policy import (
+    PolicyTable,
+    check_required_claims,
+    ip_allowed,
+    select_policy,
+    upstream_headers,
+)
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.core.verify import TokenError, check_claims, check_shape, check_times, verify_token
 from authz.keys.snapshot import KeySnapshot
-from authz.settings.model import Settings
+
+
+class DecisionRules(PolicyTable, Protocol):
+    """What `decide` reads of the settings (the settings model is one): the policies and
+    the time rules, nothing else."""
+
+    @property
+    def leeway_seconds(self) -> float: ...
+
+    @property
+    def require_exp(self) -> bool: ...
+
 
 # RFC 9110 field-name (token) characters.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -43,7 +61,7 @@ def _allow(
 def decide(
     view: RequestView,
     keys: KeySnapshot,
-    settings: Settings,
+    settings: DecisionRules,
     now: float,
     cache: TokenCache | None = None,
 ) -> Decision:
