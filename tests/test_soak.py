@@ -234,6 +234,11 @@ def _load(port: int, kinds: list[Kind], stop: threading.Event, out: list[Result]
 
 # --- the run -------------------------------------------------------------------------
 
+def _keys_loaded(authz: Authz) -> int:
+    """How many times a process of `authz` logged loading a JWKS key set."""
+    return authz.logs().count('"msg": "JWKS key set loaded"')
+
+
 def _workers(supervisor: int) -> list[int]:
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
     return sorted(int(pid) for pid in children)
@@ -318,11 +323,17 @@ def soak(seconds: float) -> Figures:
 
             def restart_one(index: int) -> None:
                 victim = originals[index]
+                loaded = _keys_loaded(authz)
                 killed = time.monotonic()
                 os.kill(victim, signal.SIGTERM)
                 wait_until(lambda: victim not in _workers(supervisor)
                            and len(_workers(supervisor)) == 2, timeout=20,
                            what="worker restarted")
+                # The next fault waits until the successor has its keys (an event, not a
+                # delay): on a busy machine a second SIGTERM could otherwise land while
+                # the first successor is still starting, leaving no worker able to answer.
+                wait_until(lambda: _keys_loaded(authz) > loaded, timeout=30,
+                           what="successor loaded its JWKS")
                 figures.restarted.append((victim, max(_workers(supervisor))))
                 figures.restart_windows.append((killed, time.monotonic() + RESTART_MARGIN))
 
@@ -361,8 +372,13 @@ def soak(seconds: float) -> Figures:
                 change(("rs_a",), JWKS_WINDOW, {"rs_a": 401})
                 at(0.75, "JWKS: 500")
                 jwks.set("500")
+                # Each fault is held until a refresh has met it (an event: fetch times move
+                # with jitter and backoff), then the schedule goes on.
+                wait_until(lambda: jwks.served["500"] > 0, timeout=20, what="a 500 served")
                 at(0.82, "JWKS: garbage")
                 jwks.set("garbage")
+                wait_until(lambda: jwks.served["garbage"] > 0, timeout=20,
+                           what="garbage served")
                 at(0.89, "JWKS: hang")
                 jwks.set("hang")
                 at(0.96, "JWKS: answers again")
