@@ -247,3 +247,35 @@ def test_thumbprint_ignores_kid_and_optional_members() -> None:
     expected = b64u(hashlib.sha256(
         json.dumps(members, sort_keys=True, separators=(",", ":")).encode()).digest())
     assert one(jwk(ED_KEY, "ed")).thumbprint == expected
+
+
+def appended(entry: dict[str, Any], name: str, value: str) -> str:
+    """The JSON text of `entry` with one more member (the JSON text `value`), which may
+    repeat a name: a dict cannot."""
+    return f"{json.dumps(entry)[:-1]}, {json.dumps(name)}: {value}}}"
+
+
+def test_a_member_name_repeated_in_a_key_skips_that_key() -> None:
+    # RFC 7517 4: a parser may reject repeated names; keeping the last (as json.loads and
+    # jwcrypto's from_json do) would let two readers of one document see two keys.
+    entries = [
+        appended(jwk(ED_KEY, "x-twice"), "x", json.dumps(jwk(ED_KEY, None)["x"])),
+        appended(jwk(ED_KEY, "kid-twice"), "kid", '"other"'),
+        appended(jwk(ED_KEY, "nested"), "ext", '[{"a": 1, "a": 2}]'),
+        json.dumps(jwk(ED_KEY, "kept")),
+    ]
+    key_set = read_jwks(f'{{"keys": [{", ".join(entries)}]}}'.encode())
+    assert [k.kid for k in key_set.keys] == ["kept"]
+    assert [(s.index, s.reason) for s in key_set.skipped] == [
+        (0, "malformed"), (1, "malformed"), (2, "malformed")]
+    assert all("twice" in s.why for s in key_set.skipped)
+
+
+@pytest.mark.parametrize("body", [
+    '{"keys": [], "keys": [KEY]}',
+    '{"keys": [KEY], "keys": [KEY]}',
+    '{"keys": [KEY], "meta": {"a": 1, "a": 2}}',
+])
+def test_a_member_name_repeated_outside_the_keys_refuses_the_document(body: str) -> None:
+    with pytest.raises(JWKSError, match="twice"):
+        parse_jwks(body.replace("KEY", json.dumps(jwk(ED_KEY, "k"))).encode())

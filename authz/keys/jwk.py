@@ -2,7 +2,9 @@
 
 Every key is bound to the JWS algorithms its type and curve allow, narrowed by its
 stated `alg`. A key that cannot be used safely is skipped and logged, never guessed at;
-only a document that is not a JWKS at all is an error.
+only a document that is not a JWKS at all is an error. Member names are unique in every
+object of the document (RFC 7517 4 and 5 let a parser reject repeats): a key naming a
+member twice is skipped, a repeat anywhere else refuses the document.
 """
 
 from __future__ import annotations
@@ -101,11 +103,14 @@ def read_jwks(body: bytes) -> JWKSet:
     e.g. an RSA and an EC key): the token's `alg` chooses.
     """
     try:
-        doc = json.loads(body.decode("utf-8"))
+        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_json_object)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise JWKSError(f"not UTF-8 JSON: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise JWKSError("not a JSON object")
+    # A repeat inside a key skips that key (_parse_jwk); anywhere else it is the document's.
+    if type(doc) is _Repeated or _has_repeats([v for k, v in doc.items() if k != "keys"]):
+        raise JWKSError("a member name appears twice in one object")
     entries = doc.get("keys")
     if not isinstance(entries, list):
         raise JWKSError("no 'keys' array")
@@ -138,9 +143,35 @@ def _shown(value: object) -> str | None:
     return value[:_SHOWN_CHARS] if isinstance(value, str) else None
 
 
+class _Repeated(dict[str, Any]):
+    """A JSON object that names a member more than once (holding the last value of each)."""
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Marks rather than raises, so that read_jwks can tell one bad key from a bad document.
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else _Repeated(obj)
+
+
+def _has_repeats(value: object) -> bool:
+    # Iterative: a document may nest as deep as the JSON decoder allows.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if type(item) is _Repeated:
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _parse_jwk(entry: object) -> PublicKey:
     if not isinstance(entry, dict):
         raise _SkipKey("not a JSON object")
+    if _has_repeats(entry):
+        raise _SkipKey("a member name appears twice (RFC 7517 4)")
     kid = entry.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise _SkipKey("kid is not a string")
