@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwcrypto import jwk as jose_jwk
 
 from authz.keys.jwk import JWKSError, parse_jwks, read_jwks
 from authz.keys.snapshot import RSA_ALGS, PublicKey
@@ -247,3 +248,116 @@ def test_thumbprint_ignores_kid_and_optional_members() -> None:
     expected = b64u(hashlib.sha256(
         json.dumps(members, sort_keys=True, separators=(",", ":")).encode()).digest())
     assert one(jwk(ED_KEY, "ed")).thumbprint == expected
+
+
+def appended(entry: dict[str, Any], name: str, value: str) -> str:
+    """The JSON text of `entry` with one more member (the JSON text `value`), which may
+    repeat a name: a dict cannot."""
+    return f"{json.dumps(entry)[:-1]}, {json.dumps(name)}: {value}}}"
+
+
+def test_a_member_name_repeated_in_a_key_skips_that_key() -> None:
+    # RFC 7517 4: a parser may reject repeated names; keeping the last (as json.loads and
+    # jwcrypto's from_json do) would let two readers of one document see two keys.
+    entries = [
+        appended(jwk(ED_KEY, "x-twice"), "x", json.dumps(jwk(ED_KEY, None)["x"])),
+        appended(jwk(ED_KEY, "kid-twice"), "kid", '"other"'),
+        appended(jwk(ED_KEY, "nested"), "ext", '[{"a": 1, "a": 2}]'),
+        json.dumps(jwk(ED_KEY, "kept")),
+    ]
+    key_set = read_jwks(f'{{"keys": [{", ".join(entries)}]}}'.encode())
+    assert [k.kid for k in key_set.keys] == ["kept"]
+    assert [(s.index, s.reason) for s in key_set.skipped] == [
+        (0, "malformed"), (1, "malformed"), (2, "malformed")]
+    assert all("twice" in s.why for s in key_set.skipped)
+
+
+@pytest.mark.parametrize("body", [
+    '{"keys": [], "keys": [KEY]}',
+    '{"keys": [KEY], "keys": [KEY]}',
+    '{"keys": [KEY], "meta": {"a": 1, "a": 2}}',
+])
+def test_a_member_name_repeated_outside_the_keys_refuses_the_document(body: str) -> None:
+    with pytest.raises(JWKSError, match="twice"):
+        parse_jwks(body.replace("KEY", json.dumps(jwk(ED_KEY, "k"))).encode())
+
+
+# jwcrypto imports the keys; these pin where the project's rules stay stricter than it,
+# and where its behaviour could differ from the hand-written code it replaced. The
+# `jose_jwk` lines show the difference (if jwcrypto grows stricter one fails: then the
+# module docstring of authz/keys/jwk.py wants updating too).
+
+def skip_reasons(*entries: dict[str, Any]) -> list[str]:
+    key_set = read_jwks(jwks(*entries, jwk(ED_KEY, "filler")))
+    assert [k.kid for k in key_set.keys] == ["filler"]
+    return [s.reason for s in key_set.skipped]
+
+
+def test_key_types_and_curves_jwcrypto_knows_are_still_unsupported() -> None:
+    assert skip_reasons(
+        {"kty": "AKP", "alg": "ML-DSA-44", "pub": b64u(b"\x01" * 1312), "kid": "pq"},
+        {"kty": "OKP", "crv": "Ed448", "x": b64u(b"\x01" * 57), "kid": "ed448"},
+        {"kty": "OKP", "crv": "X25519", "x": b64u(b"\x09" * 32), "kid": "x25519"},
+        {**jwk(EC_KEYS["P-256"], "bp"), "crv": "BP-256"},
+        {"kty": "oct", "k": b64u(b"s" * 32), "kid": "hs", "use": "sig"},
+        {"kty": "rsa", "n": "AQAB", "e": "AQAB", "kid": "lower"},
+    ) == ["unsupported"] * 6
+
+
+def test_p521_coordinate_without_its_leading_zero_byte_is_refused() -> None:
+    # RFC 7518 6.2.1.2: full-length coordinates. A P-521 x is under 2**520 half the time,
+    # and jwcrypto, reading coordinates as integers, would import it short.
+    private = EC_KEYS["P-521"]
+    while private.public_key().public_numbers().x >> 520:
+        private = ec.generate_private_key(ec.SECP521R1())
+    entry = jwk(private, "short")
+    x = base64.urlsafe_b64decode(entry["x"] + "==")
+    assert len(x) == 66 and x[0] == 0
+    entry["x"] = b64u(x[1:])
+    assert jose_jwk.JWK(**entry).get_op_key("verify") is not None
+    assert skip_reasons(entry) == ["malformed"]
+    assert one(jwk(private, "full")).algs == {"ES512"}
+
+
+def test_base64url_stays_strict_where_jwcrypto_skips_stray_characters() -> None:
+    entry = jwk(rsa_key("a"), "stray")
+    entry["n"] = entry["n"][:100] + "!!!!" + entry["n"][100:]
+    assert jose_jwk.JWK(**entry).get_op_key("verify") is not None
+    assert skip_reasons(entry, {**jwk(ED_KEY, "space"), "x": " " + jwk(ED_KEY, None)["x"]}) == [
+        "malformed", "malformed"]
+
+
+def test_use_and_key_ops_are_judged_by_the_project_not_jwcrypto() -> None:
+    # jwcrypto takes `key_ops: "verify"` (a string) and refuses `use` and `key_ops` that
+    # disagree; the project's rule (use is sig, key_ops an array holding verify) decides.
+    assert jose_jwk.JWK(**jwk(ED_KEY, "s", key_ops="verify")).get_op_key("verify") is not None
+    assert skip_reasons(jwk(ED_KEY, "s", key_ops="verify")) == ["not_for_signatures"]
+    assert one(jwk(ED_KEY, "both", use="sig", key_ops=["verify", "encrypt"])).kid == "both"
+    assert one(jwk(ED_KEY, "twice", key_ops=["verify", "verify"])).kid == "twice"
+
+
+def test_private_members_jwcrypto_would_refuse_leave_the_public_half_usable() -> None:
+    private = rsa_key("a")
+    entry = jwk(private, "priv", d="!!", oth=[{"r": "AQAB", "d": "AQAB", "t": "AQAB"}])
+    key = one(entry)
+    assert isinstance(key.key, rsa.RSAPublicKey)
+    assert key.thumbprint == one(jwk(private, "pub")).thumbprint
+
+
+def test_thumbprint_is_that_of_the_canonical_members_however_they_are_spelled() -> None:
+    # jwcrypto hashes members as given; it is given their canonical form (minimal integers
+    # as RFC 7518 2 Base64urlUInt wants, unpadded, canonical final character), so a key's
+    # identity does not follow its spelling.
+    rsa_entry = jwk(rsa_key("a"), "rsa")
+    spelled = {**rsa_entry, "n": b64u(b"\x00" + base64.urlsafe_b64decode(rsa_entry["n"] + "=="))}
+    assert spelled["n"] != rsa_entry["n"]
+    assert one(spelled).thumbprint == one(rsa_entry).thumbprint
+    ed_entry = jwk(ED_KEY, "ed")
+    # 32 bytes in 43 characters: the final one carries 2 unused bits, zero when canonical.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    loose = alphabet[alphabet.index(ed_entry["x"][-1]) | 1]
+    assert base64.urlsafe_b64decode(ed_entry["x"][:-1] + loose + "=") == base64.urlsafe_b64decode(
+        ed_entry["x"] + "=")
+    for x in (ed_entry["x"] + "=", ed_entry["x"][:-1] + loose):
+        assert one({**ed_entry, "x": x}).thumbprint == one(ed_entry).thumbprint
+

@@ -2,14 +2,43 @@
 
 Every key is bound to the JWS algorithms its type and curve allow, narrowed by its
 stated `alg`. A key that cannot be used safely is skipped and logged, never guessed at;
-only a document that is not a JWKS at all is an error.
+only a document that is not a JWKS at all is an error. Member names are unique in every
+object of the document (RFC 7517 4 and 5 let a parser reject repeats): a key naming a
+member twice is skipped, a repeat anywhere else refuses the document.
+
+jwcrypto imports each key that passes the project's rules: `jwcrypto.jwk.JWK` turns its
+public members into the `cryptography` public key that verify.py uses
+(`get_op_key("verify")`) and computes its RFC 7638 thumbprint. That happens here, once
+per key and refresh (about 0.15 ms more per key than building the key directly, in the
+fetch thread); a Check only ever sees the `cryptography` key.
+
+The rules stay hand-written and run first, because jwcrypto (as of 1.6.1) is looser in
+each of them:
+- JSON: this module parses the document (unique names, above); jwcrypto's `from_json`
+  keeps the last of a repeated name.
+- kty/crv: only RSA, EC on P-256/P-384/P-521 and OKP Ed25519. jwcrypto also imports
+  `oct` (its "verify" key is the secret itself), AKP, secp256k1, Brainpool, Ed448, and
+  X25519/X448, which it hands out for "verify" too.
+- `alg` is bound to kty/crv here; jwcrypto never compares `alg` with the key.
+- `use`/`key_ops` are decided here and not passed on: jwcrypto takes `key_ops:
+  "verify"` (a string, not an array) as allowing verify, and its use/key_ops
+  consistency check (RFC 7517 4.3) would newly drop keys that are usable today.
+- Member values are decoded here: jwcrypto's base64url decoder drops characters
+  outside the alphabet (`"n": "!!notb64!!"` imports). Sizes are checked here: RSA
+  moduli of 2048 to 16384 bits (jwcrypto imports any size), EC coordinates of their
+  curve's full length (RFC 7518 6.2.1.2; jwcrypto reads them as integers and imports a
+  P-521 `x` without its leading zero byte), Ed25519 keys of 32 bytes.
+- Private members (`d`, `p`, ..., `oth`) are never passed on, so only the public half
+  is used, as before; jwcrypto would refuse `oth` or a malformed `d`.
+- jwcrypto is given each member in canonical form (minimal integers, full-length
+  coordinates, unpadded, canonical last character): its thumbprint hashes the values as
+  given, and equal keys must hash equally however a document spells them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import re
@@ -18,6 +47,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwcrypto.common import JWException
+from jwcrypto.jwk import JWK
 
 from authz.keys.snapshot import OKP_ALGS, RSA_ALGS, PublicKey
 
@@ -30,15 +61,21 @@ MAX_JWKS_KEYS = 100
 # OpenSSL refuses RSA public operations above 16384 bits; such a key could never verify.
 MAX_RSA_BITS = 16384
 
-# crv -> (curve, coordinate length in bytes, the one JWS alg bound to it); RFC 7518 3.4.
-_EC_CURVES: dict[str, tuple[ec.EllipticCurve, int, str]] = {
-    "P-256": (ec.SECP256R1(), 32, "ES256"),
-    "P-384": (ec.SECP384R1(), 48, "ES384"),
-    "P-521": (ec.SECP521R1(), 66, "ES512"),
+# crv -> (coordinate length in bytes, the one JWS alg bound to it); RFC 7518 3.4, 6.2.1.2.
+_EC_CURVES: dict[str, tuple[int, str]] = {
+    "P-256": (32, "ES256"),
+    "P-384": (48, "ES384"),
+    "P-521": (66, "ES512"),
 }
 _ED25519_KEY_BYTES = 32
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_VerifyKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+# kty -> the `cryptography` type jwcrypto must hand back for it, and why a key whose
+# members are well formed can still fail to import.
+_IMPORTED: dict[str, tuple[type, str]] = {
+    "RSA": (rsa.RSAPublicKey, "invalid RSA public numbers"),
+    "EC": (ec.EllipticCurvePublicKey, "EC point not on the curve"),
+    "OKP": (ed25519.Ed25519PublicKey, "invalid Ed25519 key"),
+}
 
 
 class JWKSError(ValueError):
@@ -101,11 +138,14 @@ def read_jwks(body: bytes) -> JWKSet:
     e.g. an RSA and an EC key): the token's `alg` chooses.
     """
     try:
-        doc = json.loads(body.decode("utf-8"))
+        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_json_object)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise JWKSError(f"not UTF-8 JSON: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise JWKSError("not a JSON object")
+    # A repeat inside a key skips that key (_parse_jwk); anywhere else it is the document's.
+    if type(doc) is _Repeated or _has_repeats([v for k, v in doc.items() if k != "keys"]):
+        raise JWKSError("a member name appears twice in one object")
     entries = doc.get("keys")
     if not isinstance(entries, list):
         raise JWKSError("no 'keys' array")
@@ -138,9 +178,35 @@ def _shown(value: object) -> str | None:
     return value[:_SHOWN_CHARS] if isinstance(value, str) else None
 
 
+class _Repeated(dict[str, Any]):
+    """A JSON object that names a member more than once (holding the last value of each)."""
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Marks rather than raises, so that read_jwks can tell one bad key from a bad document.
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else _Repeated(obj)
+
+
+def _has_repeats(value: object) -> bool:
+    # Iterative: a document may nest as deep as the JSON decoder allows.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if type(item) is _Repeated:
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _parse_jwk(entry: object) -> PublicKey:
     if not isinstance(entry, dict):
         raise _SkipKey("not a JSON object")
+    if _has_repeats(entry):
+        raise _SkipKey("a member name appears twice (RFC 7517 4)")
     kid = entry.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise _SkipKey("kid is not a string")
@@ -152,18 +218,19 @@ def _parse_jwk(entry: object) -> PublicKey:
         raise _SkipKey("key_ops does not allow 'verify'", "not_for_signatures")
 
     kty = entry.get("kty")
-    key: _VerifyKey
     if kty == "RSA":
-        key, family, members = _rsa(entry)
+        family, members = _rsa(entry)
     elif kty == "EC":
-        key, family, members = _ec(entry)
+        family, members = _ec(entry)
     elif kty == "OKP":
-        key, family, members = _okp(entry)
+        family, members = _okp(entry)
     elif kty == "oct":
         # A symmetric key in a public document is a leaked secret: never trust it.
         raise _SkipKey("oct keys are never used from a JWKS", "unsupported")
     else:
         raise _SkipKey("unsupported kty", "unsupported")
+    # Imported before `alg` is judged, so a key bad in both ways keeps its reason.
+    key, thumbprint = _imported(members)
 
     stated = entry.get("alg")
     if stated is None:
@@ -177,63 +244,58 @@ def _parse_jwk(entry: object) -> PublicKey:
         # Only the public half is used, but the issuer is publishing private keys.
         log.warning("JWKS key carries private parameters; only its public half is used",
                     extra={"kid": kid})
-    return PublicKey(kid=kid, algs=algs, key=key, thumbprint=_thumbprint(members))
+    return PublicKey(kid=kid, algs=algs, key=key, thumbprint=thumbprint)
 
 
-def _rsa(entry: Mapping[str, Any]) -> tuple[rsa.RSAPublicKey, frozenset[str], dict[str, str]]:
+def _imported(members: dict[str, str]) -> tuple[Any, str]:
+    # `members` are the canonical public members alone (the RFC 7638 required set): no
+    # use/key_ops/alg for jwcrypto to judge, no private member to load.
+    expected, invalid = _IMPORTED[members["kty"]]
+    try:
+        imported = JWK(**members)
+        # The public key (cryptography checks RSA numbers, the EC point on its curve).
+        key = imported.get_op_key("verify")
+        thumbprint = imported.thumbprint()
+    except (JWException, ValueError, TypeError):
+        raise _SkipKey(invalid) from None
+    if not isinstance(key, expected) or not isinstance(thumbprint, str):
+        raise _SkipKey(invalid)
+    return key, thumbprint
+
+
+def _rsa(entry: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, str]]:
     n = int.from_bytes(_b64u_member(entry, "n"), "big")
     e = int.from_bytes(_b64u_member(entry, "e"), "big")
     if n.bit_length() < MIN_RSA_BITS:
         raise _SkipKey(f"RSA modulus under {MIN_RSA_BITS} bits", "rsa_size")
     if n.bit_length() > MAX_RSA_BITS:
         raise _SkipKey(f"RSA modulus over {MAX_RSA_BITS} bits", "rsa_size")
-    try:
-        key = rsa.RSAPublicNumbers(e, n).public_key()
-    except ValueError:
-        raise _SkipKey("invalid RSA public numbers") from None
-    members = {"e": _b64u_int(e), "kty": "RSA", "n": _b64u_int(n)}
-    return key, RSA_ALGS, members
+    return RSA_ALGS, {"kty": "RSA", "n": _b64u_int(n), "e": _b64u_int(e)}
 
 
-def _ec(
-    entry: Mapping[str, Any],
-) -> tuple[ec.EllipticCurvePublicKey, frozenset[str], dict[str, str]]:
+def _ec(entry: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, str]]:
     crv = entry.get("crv")
     if not isinstance(crv, str) or crv not in _EC_CURVES:
         raise _SkipKey("unsupported EC curve", "unsupported")
-    curve, size, alg = _EC_CURVES[crv]
+    size, alg = _EC_CURVES[crv]
     x = _b64u_member(entry, "x")
     y = _b64u_member(entry, "y")
     if len(x) != size or len(y) != size:
+        # jwcrypto reads coordinates as integers and would take a short one.
         raise _SkipKey(
             f"EC coordinate of the wrong length: {crv} wants {size} bytes each, leading "
             "zero bytes kept (RFC 7518 6.2.1.2)"
         )
-    try:
-        # cryptography checks that the point is on the curve.
-        key = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve
-        ).public_key()
-    except ValueError:
-        raise _SkipKey("EC point not on the curve") from None
-    members = {"crv": crv, "kty": "EC", "x": _b64u(x), "y": _b64u(y)}
-    return key, frozenset({alg}), members
+    return frozenset({alg}), {"kty": "EC", "crv": crv, "x": _b64u(x), "y": _b64u(y)}
 
 
-def _okp(
-    entry: Mapping[str, Any],
-) -> tuple[ed25519.Ed25519PublicKey, frozenset[str], dict[str, str]]:
+def _okp(entry: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, str]]:
     if entry.get("crv") != "Ed25519":
         raise _SkipKey("unsupported OKP curve", "unsupported")
     x = _b64u_member(entry, "x")
     if len(x) != _ED25519_KEY_BYTES:
         raise _SkipKey("Ed25519 key of the wrong length")
-    try:
-        key = ed25519.Ed25519PublicKey.from_public_bytes(x)
-    except ValueError:
-        raise _SkipKey("invalid Ed25519 key") from None
-    members = {"crv": "Ed25519", "kty": "OKP", "x": _b64u(x)}
-    return key, OKP_ALGS, members
+    return OKP_ALGS, {"kty": "OKP", "crv": "Ed25519", "x": _b64u(x)}
 
 
 def _b64u_member(entry: Mapping[str, Any], name: str) -> bytes:
@@ -256,10 +318,3 @@ def _b64u(raw: bytes) -> str:
 
 def _b64u_int(value: int) -> str:
     return _b64u(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
-
-
-def _thumbprint(members: dict[str, str]) -> str:
-    # RFC 7638: required members only, sorted, no whitespace; values in canonical form
-    # (minimal integers, full-length coordinates) so equal keys hash equally.
-    canonical = json.dumps(members, sort_keys=True, separators=(",", ":"))
-    return _b64u(hashlib.sha256(canonical.encode("ascii")).digest())
