@@ -6,14 +6,13 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import traceback
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from authz import __version__
 from authz.core.decision import Decision, Reason, status_of
-from authz.core.request import RequestView
 
 CHECKS = Counter(
     "authz_checks",
@@ -68,9 +67,11 @@ TOKEN_CACHE_LOOKUPS = Counter(
 # Beside authz_checks_total rather than a label on it: SPEC section 6 fixes that label set.
 CHECKS_BY_TRANSPORT = Counter(
     "authz_checks_by_transport",
-    "Checks decided, by the front door Envoy asked through (grpc/http).",
+    "Checks decided, by the door the request came through (grpc/http/webhook).",
     ["transport"],
 )
+# The doors (SPEC section 6, the `transport` label).
+TRANSPORTS = ("grpc", "http", "webhook")
 BUILD_INFO = Gauge(
     "authz_build_info", "Always 1; the version label names the running build.", ["version"],
     multiprocess_mode="livemax",
@@ -86,6 +87,9 @@ SECRET_RELOAD_SUCCESS = SECRET_RELOADS.labels("success")
 SECRET_RELOAD_FAILURE = SECRET_RELOADS.labels("failure")
 TOKEN_CACHE_HIT = TOKEN_CACHE_LOOKUPS.labels("hit")
 TOKEN_CACHE_MISS = TOKEN_CACHE_LOOKUPS.labels("miss")
+_BY_TRANSPORT: dict[str, Any] = {t: CHECKS_BY_TRANSPORT.labels(t) for t in TRANSPORTS}
+
+_check_log = logging.getLogger("authz.check")
 
 
 def count_token_cache_lookup(hit: bool) -> None:
@@ -93,17 +97,34 @@ def count_token_cache_lookup(hit: bool) -> None:
     (TOKEN_CACHE_HIT if hit else TOKEN_CACHE_MISS).inc()
 
 
-def counted_by_transport(
-    check: Callable[[RequestView], Awaitable[Decision]], transport: str
-) -> Callable[[RequestView], Awaitable[Decision]]:
-    """`check`, counting each call in authz_checks_by_transport_total{transport}."""
-    counter = CHECKS_BY_TRANSPORT.labels(transport)
+def count_check(transport: str, decision: Decision, seconds: float) -> None:
+    """One answered Check: by decision and reason, by transport, and its duration."""
+    CHECKS_BY_REASON[decision.reason].inc()
+    _BY_TRANSPORT[transport].inc()
+    CHECK_DURATION.observe(seconds)
 
-    async def check_counted(view: RequestView) -> Decision:
-        counter.inc()
-        return await check(view)
 
-    return check_counted
+def log_internal_error(transport: str, error: BaseException) -> None:
+    """Log a Check answered internal_error: the error's type and where it was raised, never
+    its message (it may quote request data such as a token)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    _check_log.error(
+        "check failed, answering internal_error",
+        extra={
+            "transport": transport,
+            "error": type(error).__name__,
+            "where": f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?",
+        },
+    )
+
+
+def count_failed_check(transport: str, error: BaseException) -> None:
+    """A Check a door answered internal_error because it failed outside the Checker (a
+    request that does not parse, an answer that does not encode): logged, and counted like
+    every other Check."""
+    log_internal_error(transport, error)
+    CHECKS_BY_REASON[Reason.INTERNAL_ERROR].inc()
+    _BY_TRANSPORT[transport].inc()
 
 
 def init_metrics() -> None:

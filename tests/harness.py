@@ -51,6 +51,22 @@ AUTHZ_METRICS = {
     "authz_token_cache_lookups_total",
     "authz_build_info",
 }
+
+
+def internal_errors(transport: str) -> tuple[float, float]:
+    """This process's authz_checks_total for internal_error and its
+    authz_checks_by_transport_total for `transport`, as counted so far."""
+    from prometheus_client import REGISTRY
+
+    by_reason = REGISTRY.get_sample_value(
+        "authz_checks_total", {"decision": "deny", "reason": "internal_error"}
+    )
+    by_transport = REGISTRY.get_sample_value(
+        "authz_checks_by_transport_total", {"transport": transport}
+    )
+    return by_reason or 0.0, by_transport or 0.0
+
+
 # envoy.yaml and envoy-http.yaml route /StrictApp/rest/... to this policy of authz's settings.
 POLICIES_YAML = """
 policies:

@@ -28,6 +28,7 @@ from authz.fronts.grpc import (
 )
 from authz.service.checker import CheckThreads
 from authz.service.server import grpc_server
+from tests.harness import internal_errors
 
 CHECK = "/envoy.service.auth.v3.Authorization/Check"
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2VjcmV0"
@@ -132,20 +133,26 @@ def _assert_internal_error(response: auth.CheckResponse) -> None:
 
 
 def test_check_that_raises_answers_internal_error(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="authz.grpc"), _served(_raises) as (channel, _):
+    before = internal_errors("grpc")
+    with caplog.at_level(logging.ERROR, logger="authz.check"), _served(_raises) as (channel, _):
         response = _call(channel, _request({"authorization": SECRET_TOKEN}))
     _assert_internal_error(response)
-    records = [r for r in caplog.records if r.name == "authz.grpc"]
+    assert internal_errors("grpc") == (before[0] + 1, before[1] + 1)
+    records = [r for r in caplog.records if r.name == "authz.check"]
     assert records, "the failure is logged"
     for record in records:
         # The exception's message quotes the token: only its type and place are logged.
         assert SECRET_TOKEN not in str(vars(record))
         assert record.exc_info is None
+        assert vars(record)["transport"] == "grpc"
+        assert vars(record)["error"] == "RuntimeError"
 
 
 def test_unparsable_request_answers_internal_error() -> None:
+    before = internal_errors("grpc")
     with _served(_by_token) as (channel, _):
         _assert_internal_error(_call(channel, b"\x0a\xff\xff\xff\xff\x0f"))
+    assert internal_errors("grpc") == (before[0] + 1, before[1] + 1)
 
 
 def test_health() -> None:

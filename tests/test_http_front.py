@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import logging
 import socket
 import threading
 import time
@@ -30,7 +31,15 @@ from authz.fronts.http import (
 from authz.keys.store import KeyStore
 from authz.service.checker import Checker
 from authz.settings.load import load_settings
-from tests.harness import ENVOY_HTTP_YAML, POLICIES_YAML, SECRET, Response, free_port, request
+from tests.harness import (
+    ENVOY_HTTP_YAML,
+    POLICIES_YAML,
+    SECRET,
+    Response,
+    free_port,
+    internal_errors,
+    request,
+)
 
 
 def _token(**claims: object) -> str:
@@ -224,10 +233,15 @@ async def _raises(view: RequestView) -> Decision:
 
 
 def test_a_check_that_raises_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
-    with serving(_raises) as port:
+    before = internal_errors("http")
+    with caplog.at_level(logging.ERROR, logger="authz.check"), serving(_raises) as port:
         response = request(port, "/x", {"authorization": "secret-token"})
     assert response.status == 503
     assert response.json() == {"error": "unavailable", "reason": "internal_error"}
+    # Counted and logged as the gRPC door counts and logs the same failure.
+    assert internal_errors("http") == (before[0] + 1, before[1] + 1)
+    (record,) = [r for r in caplog.records if r.name == "authz.check"]
+    assert vars(record)["transport"] == "http" and vars(record)["error"] == "RuntimeError"
     assert "secret-token" not in caplog.text
 
 

@@ -8,8 +8,6 @@ callable and renders whatever Decision comes back.
 
 from __future__ import annotations
 
-import logging
-import traceback
 from collections.abc import Callable, Mapping
 from typing import cast
 
@@ -24,9 +22,7 @@ from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, Chec
 from authz._pb.envoy.type.v3.http_status_pb2 import StatusCode
 from authz.core.decision import Decision, Reason, deny, status_of
 from authz.core.request import RequestView
-from authz.observability import CHECKS_BY_REASON
-
-log = logging.getLogger("authz.grpc")
+from authz.observability import count_failed_check
 
 # The second argument: seconds left to the call's deadline (read only when needed).
 BlockingCheck = Callable[[RequestView, Callable[[], float | None]], Decision]
@@ -165,20 +161,10 @@ def encode_response(decision: Decision) -> bytes:
     return encoded
 
 
-def _where(error: BaseException) -> str:
-    # File and line only: an exception's message may quote request data such as a token.
-    frames = traceback.extract_tb(error.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-
-
 def _internal_error(error: Exception) -> bytes:
-    # Counted here: a request that never reached the Checker (it did not parse) is still
-    # a Check answered internal_error, and alerts on that reason must see it.
-    CHECKS_BY_REASON[Reason.INTERNAL_ERROR].inc()
-    log.error(
-        "check failed, answering internal_error",
-        extra={"error": type(error).__name__, "where": _where(error)},
-    )
+    # A request that never reached the Checker (it did not parse) is still a Check
+    # answered internal_error, and alerts on that reason must see it.
+    count_failed_check("grpc", error)
     return _INTERNAL_ERROR_BYTES
 
 

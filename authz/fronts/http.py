@@ -28,6 +28,7 @@ from granian.server.embed import Server
 from authz.core.decision import Decision, Reason, deny, status_of
 from authz.core.policy import POLICY_CONTEXT_KEY, legal_header_value
 from authz.core.request import RequestView
+from authz.observability import count_failed_check
 from authz.settings.addresses import split_host_port
 
 log = logging.getLogger("authz.http")
@@ -183,10 +184,7 @@ class _App:
             view = request_view(scope.method, scope.path, scope.query_string, scope.headers.items())
             reply = _answer_of(await self._check(view))
         except Exception as error:
-            # The type only: an exception's message may quote request data such as a token.
-            log.error(
-                "check failed, answering internal_error", extra={"error": type(error).__name__}
-            )
+            count_failed_check("http", error)
             reply = _INTERNAL_ERROR
         if reply.body:
             protocol.response_bytes(reply.status, reply.headers, reply.body)

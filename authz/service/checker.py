@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any, Protocol
 
 from authz.core.decide import decide
@@ -23,7 +23,7 @@ from authz.core.decision import Decision, Reason, deny
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache
 from authz.keys.snapshot import KeySnapshot
-from authz.observability import CHECK_DURATION, CHECKS_BY_REASON, count_token_cache_lookup
+from authz.observability import count_check, count_token_cache_lookup, log_internal_error
 from authz.settings.model import Settings
 
 log = logging.getLogger("authz.check")
@@ -83,62 +83,61 @@ class Checker:
         """Run kid-triggered JWKS refreshes of `check_blocking` on `loop` (the key sources')."""
         self._loop = loop
 
-    async def check(self, view: RequestView) -> Decision:
-        """Decide one request, refreshing the JWKS once for an unknown kid; never raises."""
-        started = time.perf_counter()
+    async def check(self, view: RequestView, transport: str = "http") -> Decision:
+        """Decide one request arriving through `transport`, in the event loop: an unknown
+        kid waits (without blocking the loop) for one JWKS refresh; never raises."""
+        steps = self._steps(view, transport)
+        wait = _first(steps)
+        if isinstance(wait, Decision):
+            return wait
+        refresh = self._refresh
         try:
-            decision = self.decide_now(view)
-            if decision.reason is Reason.UNKNOWN_KID and self._refresh is not None:
-                await self._refresh(UNKNOWN_KID_WAIT_SECONDS)
-                decision = self.decide_now(view)
-        except Exception:
-            log.exception("internal error while deciding")
-            decision = deny(Reason.INTERNAL_ERROR)
-        return self._record(view, decision, started)
+            if refresh is not None:  # always: _steps waits only when there is one
+                await refresh(wait)
+        except Exception as error:
+            return _resume(steps, error)
+        return _resume(steps)
 
     def check_blocking(
-        self, view: RequestView, time_left: Callable[[], float | None] | None = None
+        self,
+        view: RequestView,
+        time_left: Callable[[], float | None] | None = None,
+        transport: str = "grpc",
     ) -> Decision:
         """`check` for a server thread: an unknown kid waits on the refresh in `refresh_on`'s
         loop, blocking only this thread (on CheckThreads, a spare thread runs other Checks
         meanwhile), at most until `time_left()` (seconds to the call's deadline) less
         ANSWER_MARGIN_SECONDS; never raises."""
+        steps = self._steps(view, transport)
+        wait = _first(steps)
+        if isinstance(wait, Decision):
+            return wait
+        try:
+            self._wait_blocking(min(wait, _deadline_wait(time_left)))
+        except Exception as error:
+            return _resume(steps, error)
+        return _resume(steps)
+
+    def _steps(self, view: RequestView, transport: str) -> Generator[float, None, Decision]:
+        """The one decide-with-refresh path of both doors: decide; if the token's kid is
+        unknown and a JWKS can be refetched, yield the longest wait for that refetch (the
+        caller waits its own way, then resumes, or throws what waiting raised) and decide
+        again; any exception is the internal_error denial; count and log the outcome."""
         started = time.perf_counter()
         try:
             decision = self.decide_now(view)
-            loop = self._loop
-            if (
-                decision.reason is Reason.UNKNOWN_KID
-                and self._refresh is not None
-                and loop is not None
-            ):
-                wait = _kid_wait(time_left)
-                if wait > 0 and self._kid_waiters.acquire(blocking=False):
-                    try:
-                        with _lend_thread():
-                            refresh = asyncio.run_coroutine_threadsafe(self._refresh(wait), loop)
-                            # refresh_unknown_kid gives up after its timeout itself; the
-                            # margin only covers the hop to the loop and back.
-                            with contextlib.suppress(concurrent.futures.TimeoutError):
-                                refresh.result(wait + 0.05)
-                    finally:
-                        self._kid_waiters.release()
-                    decision = self.decide_now(view)
-                else:
-                    # Start (or join) the refresh without waiting for it.
-                    asyncio.run_coroutine_threadsafe(self._refresh(0.0), loop)
-        except Exception:
-            log.exception("internal error while deciding")
+            if decision.reason is Reason.UNKNOWN_KID and self._refresh is not None:
+                yield UNKNOWN_KID_WAIT_SECONDS
+                decision = self.decide_now(view)
+        except Exception as error:
+            log_internal_error(transport, error)
             decision = deny(Reason.INTERNAL_ERROR)
-        return self._record(view, decision, started)
-
-    def _record(self, view: RequestView, decision: Decision, started: float) -> Decision:
-        CHECKS_BY_REASON[decision.reason].inc()
-        CHECK_DURATION.observe(time.perf_counter() - started)
+        count_check(transport, decision, time.perf_counter() - started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "decision",
                 extra={
+                    "transport": transport,
                     "decision": "allow" if decision.allowed else "deny",
                     "reason": decision.reason.value,
                     "status": decision.status,
@@ -151,13 +150,53 @@ class Checker:
             )
         return decision
 
+    def _wait_blocking(self, wait: float) -> None:
+        # From a server thread: run the refresh in the key sources' loop and wait for it,
+        # lending this thread's place to a spare; past MAX_KID_WAITERS waiters, or with no
+        # time left, start (or join) the refresh without waiting for it.
+        loop, refresh = self._loop, self._refresh
+        if loop is None or refresh is None:
+            return
+        if wait <= 0 or not self._kid_waiters.acquire(blocking=False):
+            asyncio.run_coroutine_threadsafe(refresh(0.0), loop)
+            return
+        try:
+            with _lend_thread():
+                running = asyncio.run_coroutine_threadsafe(refresh(wait), loop)
+                # refresh_unknown_kid gives up after its timeout itself; the margin only
+                # covers the hop to the loop and back.
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    running.result(wait + 0.05)
+        finally:
+            self._kid_waiters.release()
 
-def _kid_wait(time_left: Callable[[], float | None] | None) -> float:
-    wait = UNKNOWN_KID_WAIT_SECONDS
+
+def _first(steps: Generator[float, None, Decision]) -> Decision | float:
+    # The decision, or how long `steps` may wait for a refresh before it decides again.
+    try:
+        return next(steps)
+    except StopIteration as done:
+        decision: Decision = done.value
+        return decision
+
+
+def _resume(steps: Generator[float, None, Decision], error: Exception | None = None) -> Decision:
+    # Resume `steps` after its wait (or with what the wait raised): its decision.
+    try:
+        if error is None:
+            steps.send(None)
+        else:
+            steps.throw(error)
+    except StopIteration as done:
+        decision: Decision = done.value
+        return decision
+    raise RuntimeError("the decision steps wait once")
+
+
+def _deadline_wait(time_left: Callable[[], float | None] | None) -> float:
+    # How long a gRPC Check may wait and still answer inside its deadline.
     left = time_left() if time_left is not None else None
-    if left is not None:
-        wait = min(wait, left - ANSWER_MARGIN_SECONDS)
-    return wait
+    return UNKNOWN_KID_WAIT_SECONDS if left is None else left - ANSWER_MARGIN_SECONDS
 
 
 _Work = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]

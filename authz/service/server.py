@@ -18,15 +18,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from authz.core.decision import Decision
-from authz.core.request import RequestView
 from authz.fronts.grpc import add_threaded_authorization_service, add_threaded_health_service
 from authz.fronts.http import HttpFront
 from authz.fronts.probes import HttpEndpoint
 from authz.keys.jwks_source import JWKSSource
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
-from authz.observability import CHECKS_BY_TRANSPORT, counted_by_transport, init_metrics
+from authz.observability import init_metrics
 from authz.service.checker import Checker, CheckThreads
 from authz.settings.model import Settings
 
@@ -105,21 +103,12 @@ class Service:
             else None
         )
         self.grpc_server = grpc_server()
-        grpc_checks = CHECKS_BY_TRANSPORT.labels("grpc")
-        check_blocking = self.checker.check_blocking
-
-        def check_grpc(view: RequestView, time_left: Callable[[], float | None]) -> Decision:
-            grpc_checks.inc()
-            return check_blocking(view, time_left)
-
-        add_threaded_authorization_service(self.grpc_server, check_grpc)
+        add_threaded_authorization_service(self.grpc_server, self.checker.check_blocking)
         self.health = add_threaded_health_service(self.grpc_server)
         self.grpc_port = self.grpc_server.add_insecure_port(settings.grpc_address)
         self.endpoint = HttpEndpoint(settings.http_address, registry, self.ready)
         self.http_front = (
-            HttpFront(
-                settings.http_authz_address, counted_by_transport(self.checker.check, "http")
-            )
+            HttpFront(settings.http_authz_address, self.checker.check)
             if settings.http_authz_address
             else None
         )
