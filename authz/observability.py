@@ -14,6 +14,35 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from authz import __version__
 from authz.core.decision import Decision, Reason, status_of
 
+__all__ = [
+    "BUILD_INFO",
+    "CHECKS",
+    "CHECKS_BY_REASON",
+    "CHECKS_BY_TRANSPORT",
+    "CHECK_DURATION",
+    "JWKS_CONSECUTIVE_FAILURES",
+    "JWKS_KEYS",
+    "JWKS_KEYS_SKIPPED",
+    "JWKS_LAST_SUCCESS",
+    "JWKS_REFRESHES",
+    "JWKS_REFRESH_FAILURE",
+    "JWKS_REFRESH_SUCCESS",
+    "JWKS_TOO_MANY_KEYS",
+    "SECRET_RELOADS",
+    "SECRET_RELOAD_FAILURE",
+    "SECRET_RELOAD_SUCCESS",
+    "TOKEN_CACHE_HIT",
+    "TOKEN_CACHE_LOOKUPS",
+    "TOKEN_CACHE_MISS",
+    "TRANSPORTS",
+    "count_check",
+    "count_failed_check",
+    "count_token_cache_lookup",
+    "init_metrics",
+    "log_internal_error",
+    "setup_logging",
+]
+
 CHECKS = Counter(
     "authz_checks",
     "Checks decided, by decision and reason.",

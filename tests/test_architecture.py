@@ -7,6 +7,8 @@ module and the import that breaks the rule.
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +140,41 @@ def test_no_import_cycles() -> None:
     # A package's __init__ importing its own submodule is not a cycle of concern.
     real = [c for c in cycles if not all(_is_under(m, c[0]) or _is_under(c[0], m) for m in c)]
     assert real == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(m for m, p in MODULES.items() if p.name not in ("__init__.py", "__main__.py")),
+)
+def test_each_module_says_what_it_exports(module: str) -> None:
+    imported = importlib.import_module(module)
+    exported = getattr(imported, "__all__", None)
+    assert exported is not None, f"{module} has no __all__"
+    missing = [name for name in exported if not hasattr(imported, name)]
+    assert missing == [], f"{module}.__all__ names what it does not define"
+
+
+def _authz_exceptions() -> dict[str, type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    for module, path in MODULES.items():
+        if path.name == "__main__.py":  # importing it runs the command line
+            continue
+        for value in vars(importlib.import_module(module)).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == module
+                and not value.__name__.startswith("_")
+            ):
+                found[value.__name__] = value
+    return found
+
+
+def test_every_error_authz_raises_is_an_authz_error_and_drawn_in_the_tree() -> None:
+    from authz.errors import AuthzError
+
+    errors = _authz_exceptions()
+    assert sorted(n for n, e in errors.items() if not issubclass(e, AuthzError)) == []
+    tree = importlib.import_module("authz.errors").__doc__ or ""
+    drawn = set(re.findall(r"[├└]── (\w+)", tree))
+    assert drawn == set(errors) - {"AuthzError"}

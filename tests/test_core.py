@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from authz.core.base64url import b64url
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason
-from authz.core.mint import b64url, mint_hmac
+from authz.core.mint import mint_hmac
 from authz.core.policy import ClaimRule, Policy
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache

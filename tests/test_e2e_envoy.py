@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.core.mint import b64url, mint_hmac
+from authz.core.base64url import b64url
+from authz.core.mint import mint_hmac
 from tests.harness import (
     AMS_DOCS_TOKEN,
     ENVOY_HTTP_YAML,

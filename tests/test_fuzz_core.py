@@ -32,9 +32,10 @@ from hypothesis import strategies as st
 from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
 
+from authz.core.base64url import b64url
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason, deny
-from authz.core.mint import b64url, mint_hmac
+from authz.core.mint import mint_hmac
 from authz.core.policy import ClaimRule, Policy
 from authz.core.request import RequestView
 from authz.core.token_cache import TokenCache

@@ -58,7 +58,7 @@ def serving(front_check: Check) -> Iterator[int]:
     try:
         yield port
     finally:
-        asyncio.run_coroutine_threadsafe(front.stop(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(front.stop(5.0), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
@@ -306,7 +306,7 @@ def test_unbindable_address_raises_at_start() -> None:
         async def start() -> None:
             front = HttpFront(address, _raises)
             await front.start()
-            await front.stop()
+            await front.stop(5.0)
 
         with pytest.raises(OSError):
             asyncio.run(start())

@@ -27,8 +27,9 @@ import grpc
 import pytest
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from authz.core.base64url import b64url
 from authz.core.decision import Reason
-from authz.core.mint import b64url, mint_hmac
+from authz.core.mint import mint_hmac
 from tests.harness import SECRET, echo_upstream, request, run_authz, run_envoy, wait_until
 from tests.jwks_server import JWKSServer, free_port
 from tests.reliability import REST, check_request, grpc_check, jwks_of, reason_of, rs256

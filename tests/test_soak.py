@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from authz.core.mint import b64url
+from authz.core.base64url import b64url
 from authz.keys.secret_file import POLL_SECONDS
 from tests.harness import SECRET, Authz, echo_upstream, request, run_authz, run_envoy, wait_until
 from tests.reliability import REST, hs256, jwks_of, open_fds, rs256, rss_bytes

@@ -14,12 +14,24 @@ from typing import Any
 
 import yaml
 
+from authz.errors import AuthzError
+
+__all__ = [
+    "PROJECT_ENVOY_YAML",
+    "PROJECT_ROOT",
+    "EnvoyNotFoundError",
+    "envoy_binary",
+    "envoy_command",
+    "find_envoy_yaml",
+    "render_envoy_config",
+]
+
 # The repository root when authz runs from a checkout (editable install), where envoy.yaml is.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_ENVOY_YAML = PROJECT_ROOT / "envoy.yaml"
 
 
-class EnvoyNotFoundError(RuntimeError):
+class EnvoyNotFoundError(AuthzError, RuntimeError):
     """The Envoy binary or the Envoy config is not where authz looks for it."""
 
 

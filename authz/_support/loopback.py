@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+__all__ = ["EchoBody", "cluster_healthy", "echo_server", "free_port", "stop_process", "wait_until"]
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""

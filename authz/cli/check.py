@@ -15,19 +15,35 @@ from dataclasses import dataclass
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from authz.errors import AuthzError
 from authz.fronts.grpc import CHECK_METHOD_PATH
 from authz.settings.addresses import split_host_port
+
+__all__ = [
+    "EXIT_ALLOW",
+    "EXIT_DENY",
+    "EXIT_ERROR",
+    "CheckAnswer",
+    "CheckFailedError",
+    "CheckOptionError",
+    "build_request",
+    "check_target",
+    "format_answer",
+    "parse_context",
+    "parse_header",
+    "send_check",
+]
 
 EXIT_ALLOW = 0
 EXIT_DENY = 1
 EXIT_ERROR = 2
 
 
-class CheckOptionError(ValueError):
+class CheckOptionError(AuthzError, ValueError):
     """An `authz check` option that cannot be used; the text is one line for the user."""
 
 
-class CheckFailedError(RuntimeError):
+class CheckFailedError(AuthzError, RuntimeError):
     """No answer from the target: unreachable, timed out, or not an ext_authz server."""
 
 

@@ -39,6 +39,17 @@ from authz.observability import setup_logging
 from authz.service.server import Service
 from authz.settings.load import load_settings
 
+__all__ = [
+    "EXIT_CANNOT_START",
+    "EXIT_FAILED",
+    "EXIT_STOPPED",
+    "REST_PATH",
+    "STRICT_PATH",
+    "Example",
+    "examples",
+    "run_demo",
+]
+
 EXIT_STOPPED = 0
 EXIT_FAILED = 1
 EXIT_CANNOT_START = 2

@@ -17,6 +17,8 @@ from authz.settings.errors import SettingsError
 from authz.settings.load import load_settings
 from authz.settings.model import Settings
 
+__all__ = ["EXIT_INVALID_SETTINGS", "EXIT_USAGE", "build_parser", "main"]
+
 EXIT_INVALID_SETTINGS = 2
 EXIT_USAGE = 2
 

@@ -13,7 +13,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from authz.core.mint import mint_hmac
+from authz.errors import AuthzError
 from authz.settings.model import Settings
+
+__all__ = [
+    "TokenOptionError",
+    "build_claims",
+    "mint_token",
+    "parse_claim",
+    "parse_duration",
+    "signing_secret",
+]
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(?:\d+[smhdw])+|\d+")
@@ -29,7 +39,7 @@ _OPTION_FOR_CLAIM = {
 }
 
 
-class TokenOptionError(ValueError):
+class TokenOptionError(AuthzError, ValueError):
     """A `authz token` option that cannot be used; the text is one line for the user."""
 
 

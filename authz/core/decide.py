@@ -6,11 +6,11 @@ caller reads the clock. Every SPEC rule is reachable from `decide` in a unit tes
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
 
 from authz.core.decision import Decision, Reason, deny
 from authz.core.extract import extract_token
+from authz.core.headers import is_header_name
 from authz.core.policy import (
     PolicyTable,
     check_required_claims,
@@ -23,6 +23,8 @@ from authz.core.token_cache import TokenCache
 from authz.core.verify import TokenError, check_claims, check_shape, check_times, verify_token
 from authz.keys.snapshot import KeySnapshot
 
+__all__ = ["DecisionRules", "decide"]
+
 
 class DecisionRules(PolicyTable, Protocol):
     """What `decide` reads of the settings (the settings model is one): the policies and
@@ -33,10 +35,6 @@ class DecisionRules(PolicyTable, Protocol):
 
     @property
     def require_exp(self) -> bool: ...
-
-
-# RFC 9110 field-name (token) characters.
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _allow(
@@ -53,7 +51,7 @@ def _allow(
     remove = tuple(
         name
         for name in view.jwt_headers
-        if name not in set_names and _HEADER_NAME.fullmatch(name)
+        if name not in set_names and is_header_name(name)
     )
     return Decision(reason, 200, headers, remove, "", sub, iss)
 

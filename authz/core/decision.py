@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 
+__all__ = ["Decision", "Reason", "deny", "status_of"]
+
 
 class Reason(StrEnum):
     """The `reason` label of every decision (SPEC section 5)."""

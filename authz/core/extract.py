@@ -5,6 +5,8 @@ from __future__ import annotations
 from authz.core.decision import Reason
 from authz.core.verify import TokenError
 
+__all__ = ["extract_token"]
+
 
 def extract_token(authorization: str | None) -> str | None:
     """The token in an `authorization` value; None when there is none.

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
 
-_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+from authz.core.base64url import b64url
+from authz.core.verify import HMAC_DIGESTS
 
-
-def b64url(data: bytes) -> str:
-    """base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+__all__ = ["mint_hmac"]
 
 
 def _segment(obj: Mapping[str, Any]) -> str:
@@ -30,5 +26,5 @@ def mint_hmac(
     """A compact JWS of `claims` signed with `secret`; `header` adds or overrides members."""
     head = {"alg": alg, "typ": "JWT", **(header or {})}
     signing_input = f"{_segment(head)}.{_segment(claims)}"
-    mac = hmac.new(secret, signing_input.encode("ascii"), _DIGESTS[alg]).digest()
+    mac = hmac.new(secret, signing_input.encode("ascii"), HMAC_DIGESTS[alg]).digest()
     return f"{signing_input}.{b64url(mac)}"

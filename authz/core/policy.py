@@ -10,14 +10,28 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from authz.core.decision import Reason
+from authz.core.headers import SUB_HEADER, legal_header_value
 from authz.core.verify import TokenError
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "POLICY_CONTEXT_KEY",
+    "ClaimRule",
+    "JSONValue",
+    "Network",
+    "Policy",
+    "PolicyTable",
+    "check_required_claims",
+    "ip_allowed",
+    "select_policy",
+    "upstream_headers",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # The default policy's name: routes naming it, or none, get `PolicyTable.default_policy`.
 DEFAULT_POLICY = "default"
 JSONValue = Any
 POLICY_CONTEXT_KEY = "policy"
-SUB_HEADER = "x-jwt-sub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +134,6 @@ def check_required_claims(policy: Policy, claims: Mapping[str, Any]) -> None:
     for rule in policy.required_claims:
         if not _rule_holds(rule, claims):
             raise TokenError(Reason.INSUFFICIENT_SCOPE)
-
-
-def legal_header_value(value: str) -> bool:
-    """Visible ASCII and inner spaces only: nothing Envoy or an upstream could mis-split."""
-    return (
-        0 < len(value) <= 4096
-        and value.isascii()
-        and value.isprintable()
-        and value[0] != " "
-        and value[-1] != " "
-    )
 
 
 def _header_value(value: Any) -> str | None:

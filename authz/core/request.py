@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+__all__ = ["RequestView"]
+
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from authz.core.verify import VerifiedToken
 from authz.keys.snapshot import KeySnapshot
 
+__all__ = ["TokenCache"]
+
 _NO_CLAIMS: MappingProxyType[str, Any] = MappingProxyType({})
 
 

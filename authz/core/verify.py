@@ -7,7 +7,6 @@ cached verification can be re-checked against a later clock without new crypto.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import hmac
 import json
@@ -22,23 +21,30 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from authz.core.base64url import b64url_decode
 from authz.core.decision import Reason
+from authz.errors import AuthzError
 from authz.keys.snapshot import HMAC_ALGS, PUBLIC_ALGS, KeySnapshot, PublicKey
+
+__all__ = [
+    "HMAC_DIGESTS",
+    "MAX_TOKEN_BYTES",
+    "TokenError",
+    "VerifiedToken",
+    "check_claims",
+    "check_shape",
+    "check_times",
+    "verify_token",
+]
 
 MAX_TOKEN_BYTES = 8 * 1024
 
-_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = {0: b"", 2: b"==", 3: b"="}
 # Three base64url parts, no padding; header and payload non-empty (neither can be empty
 # JSON). One fullmatch: ~1 us for a typical token, cheaper than the cache's hash.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-# The last character of a part 2 (or 3) mod 4 long carries 4 (or 2) unused bits, which a
-# canonical encoding leaves zero: only every 16th (or 4th) letter of the alphabet fits.
-_CANONICAL_LAST = {2: frozenset(_B64URL_ALPHABET[0::16]), 3: frozenset(_B64URL_ALPHABET[0::4])}
 
 
-class TokenError(Exception):
+class TokenError(AuthzError):
     """The token is refused; `reason` is the SPEC's reason label."""
 
     def __init__(self, reason: Reason) -> None:
@@ -65,7 +71,8 @@ class VerifiedToken:
     aud: tuple[str, ...]
 
 
-_HMAC_DIGESTS: dict[str, Callable[[], Any]] = {
+# The hash of each HMAC alg (RFC 7518 section 3.2).
+HMAC_DIGESTS: dict[str, Callable[[], Any]] = {
     "HS256": hashlib.sha256,
     "HS384": hashlib.sha384,
     "HS512": hashlib.sha512,
@@ -84,19 +91,9 @@ def _malformed() -> TokenError:
 
 
 def _b64decode(part: str) -> bytes:
-    # Strict base64url: the alphabet only, no padding, and the canonical encoding
-    # (unused trailing bits zero), so one token has exactly one spelling. Checked without a
-    # regex or a re-encoding: 1 us instead of 5.6 us for an RS256 signature.
-    size = len(part) % 4
-    if size == 1 or "+" in part or "/" in part or "=" in part:
-        raise _malformed()
-    if size and part[-1] not in _CANONICAL_LAST[size]:
-        raise _malformed()
     try:
-        standard = part.encode("ascii").translate(_TO_STANDARD) + _PADDING[size]
-        # strict_mode refuses anything outside the alphabet (whitespace included).
-        return binascii.a2b_base64(standard, strict_mode=True)
-    except (UnicodeEncodeError, binascii.Error):
+        return b64url_decode(part)
+    except ValueError:
         raise _malformed() from None
 
 
@@ -168,7 +165,7 @@ def _verify_hmac(alg: str, signing_input: bytes, signature: bytes, keys: KeySnap
     if not fitting:
         # No secret at all, or none long enough for this alg (RFC 7518 3.2).
         raise TokenError(Reason.ALG_NOT_ALLOWED)
-    digest = _HMAC_DIGESTS[alg]
+    digest = HMAC_DIGESTS[alg]
     for secret, ident in fitting:
         if hmac.compare_digest(hmac.new(secret, signing_input, digest).digest(), signature):
             return ident

@@ -21,8 +21,19 @@ from authz._pb.envoy.service.auth.v3.attribute_context_pb2 import AttributeConte
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from authz._pb.envoy.type.v3.http_status_pb2 import StatusCode
 from authz.core.decision import Decision, Reason, deny, status_of
+from authz.core.headers import JWT_HEADER_PREFIX
 from authz.core.request import RequestView
 from authz.observability import count_failed_check
+
+__all__ = [
+    "CHECK_METHOD_PATH",
+    "BlockingCheck",
+    "add_threaded_authorization_service",
+    "add_threaded_health_service",
+    "check_response",
+    "encode_response",
+    "request_view",
+]
 
 # The second argument: seconds left to the call's deadline (read only when needed).
 BlockingCheck = Callable[[RequestView, Callable[[], float | None]], Decision]
@@ -32,7 +43,6 @@ _METHOD = _SERVICE.methods_by_name["Check"]
 # "/envoy.service.auth.v3.Authorization/Check", taken from the proto so the two cannot drift.
 CHECK_METHOD_PATH = f"/{_SERVICE.full_name}/{_METHOD.name}"
 
-_JWT_PREFIX = "x-jwt-"
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 # google.rpc.Code for each HTTP status a denial carries.
@@ -52,7 +62,7 @@ def _from_header_map(http: AttributeContext.HttpRequest) -> tuple[str | None, tu
         if key == "authorization":
             raw = header.raw_value
             authorization.append(raw.decode("utf-8", "replace") if raw else header.value)
-        elif key.startswith(_JWT_PREFIX) and key not in jwt_headers:
+        elif key.startswith(JWT_HEADER_PREFIX) and key not in jwt_headers:
             jwt_headers.append(key)
     return (",".join(authorization) if authorization else None), tuple(jwt_headers)
 
@@ -68,7 +78,7 @@ def request_view(request: CheckRequest) -> RequestView:
     headers = http.headers
     if headers:
         authorization = headers.get("authorization")
-        jwt_headers = tuple(key for key in headers if key.startswith(_JWT_PREFIX))
+        jwt_headers = tuple(key for key in headers if key.startswith(JWT_HEADER_PREFIX))
     else:
         authorization, jwt_headers = _from_header_map(http)
     context: Mapping[str, str] = attributes.context_extensions

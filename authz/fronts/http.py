@@ -26,10 +26,29 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from authz.core.decision import Decision, Reason, deny, status_of
-from authz.core.policy import POLICY_CONTEXT_KEY, legal_header_value
+from authz.core.headers import JWT_HEADER_PREFIX, legal_header_value
+from authz.core.policy import POLICY_CONTEXT_KEY
 from authz.core.request import RequestView
 from authz.observability import count_failed_check
 from authz.settings.addresses import split_host_port
+
+__all__ = [
+    "CLIENT_IP_HEADER",
+    "HEADER_READ_TIMEOUT_MS",
+    "ISS_HEADER",
+    "POLICY_HEADER",
+    "REASON_HEADER",
+    "REMOVE_HEADER",
+    "SUB_HEADER",
+    "Answer",
+    "Check",
+    "Headers",
+    "HttpFront",
+    "Responder",
+    "Scope",
+    "answer",
+    "request_view",
+]
 
 log = logging.getLogger("authz.http")
 
@@ -45,8 +64,6 @@ REASON_HEADER = "x-authz-reason"
 SUB_HEADER = "x-authz-sub"
 ISS_HEADER = "x-authz-iss"
 
-_JWT_PREFIX = "x-jwt-"
-
 # Envoy forwards at most its max_request_headers_kb (60 KiB by default) of request headers;
 # only the allowed ones reach authz, but they must all fit, or the client would get the
 # server's 431 instead of authz's decision (an 8 KiB+ token is a `malformed` 401).
@@ -57,8 +74,6 @@ _MAX_HEADER_BYTES = 96 * 1024
 # never races a server-side close.
 HEADER_READ_TIMEOUT_MS = 45_000
 _BACKLOG = 1024
-# In-flight Checks get this long to answer on stop (as the gRPC door's drain grace).
-DRAIN_GRACE_SECONDS = 5.0
 
 
 _NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
@@ -106,7 +121,7 @@ def request_view(method: str, path: str, query: str, headers: list[tuple[str, st
         key = name.lower()
         if key == "authorization":
             authorization.append(value)
-        elif key.startswith(_JWT_PREFIX):
+        elif key.startswith(JWT_HEADER_PREFIX):
             if key not in jwt_headers:
                 jwt_headers.append(key)
         elif key == CLIENT_IP_HEADER:
@@ -231,7 +246,7 @@ class HttpFront:
             detail = str(error).splitlines()[0] if str(error) else repr(error)
             raise OSError(f"cannot serve on {self.address}: {detail}") from None
 
-    async def stop(self, grace: float = DRAIN_GRACE_SECONDS) -> None:
+    async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight Checks answer for up to `grace` s, close connections."""
         if self._task is None:
             return

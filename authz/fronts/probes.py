@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from authz.settings.addresses import split_host_port
 
+__all__ = ["HttpEndpoint", "StartResponse"]
+
 StartResponse = Callable[..., Any]
 
 

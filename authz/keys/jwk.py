@@ -37,11 +37,8 @@ each of them:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +47,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwcrypto.common import JWException
 from jwcrypto.jwk import JWK
 
+from authz.core.base64url import b64url, b64url_decode
+from authz.errors import AuthzError
 from authz.keys.snapshot import OKP_ALGS, RSA_ALGS, PublicKey
+
+__all__ = [
+    "MAX_JWKS_KEYS",
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "SKIP_REASONS",
+    "JWKSError",
+    "JWKSTooManyKeys",
+    "JWKSet",
+    "SkippedKey",
+    "parse_jwks",
+    "read_jwks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +80,6 @@ _EC_CURVES: dict[str, tuple[int, str]] = {
     "P-521": (66, "ES512"),
 }
 _ED25519_KEY_BYTES = 32
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 # kty -> the `cryptography` type jwcrypto must hand back for it, and why a key whose
 # members are well formed can still fail to import.
 _IMPORTED: dict[str, tuple[type, str]] = {
@@ -78,7 +89,7 @@ _IMPORTED: dict[str, tuple[type, str]] = {
 }
 
 
-class JWKSError(ValueError):
+class JWKSError(AuthzError, ValueError):
     """The document is not a usable JWKS at all (as opposed to one bad key in it)."""
 
 
@@ -286,7 +297,7 @@ def _ec(entry: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, str]]:
             f"EC coordinate of the wrong length: {crv} wants {size} bytes each, leading "
             "zero bytes kept (RFC 7518 6.2.1.2)"
         )
-    return frozenset({alg}), {"kty": "EC", "crv": crv, "x": _b64u(x), "y": _b64u(y)}
+    return frozenset({alg}), {"kty": "EC", "crv": crv, "x": b64url(x), "y": b64url(y)}
 
 
 def _okp(entry: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, str]]:
@@ -295,26 +306,20 @@ def _okp(entry: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, str]]:
     x = _b64u_member(entry, "x")
     if len(x) != _ED25519_KEY_BYTES:
         raise _SkipKey("Ed25519 key of the wrong length")
-    return OKP_ALGS, {"kty": "OKP", "crv": "Ed25519", "x": _b64u(x)}
+    return OKP_ALGS, {"kty": "OKP", "crv": "Ed25519", "x": b64url(x)}
 
 
 def _b64u_member(entry: Mapping[str, Any], name: str) -> bytes:
     value = entry.get(name)
     if not isinstance(value, str) or not value:
         raise _SkipKey(f"'{name}' missing or not a string")
-    # Unpadded base64url per RFC 7515 2; trailing padding is tolerated, other bytes are not.
-    value = value.rstrip("=")
-    if not _B64URL.fullmatch(value) or len(value) % 4 == 1:
-        raise _SkipKey(f"'{name}' is not base64url")
+    # Unpadded base64url per RFC 7515 2; trailing padding and non-zero unused bits are
+    # tolerated (the thumbprint is of the re-encoded members), other bytes are not.
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
+        return b64url_decode(value.rstrip("="), canonical=False)
+    except ValueError:
         raise _SkipKey(f"'{name}' is not base64url") from None
 
 
-def _b64u(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def _b64u_int(value: int) -> str:
-    return _b64u(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+    return b64url(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))

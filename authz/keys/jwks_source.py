@@ -54,6 +54,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 from authz import __version__
+from authz.errors import AuthzError
 from authz.keys.jwk import SKIP_REASONS, JWKSError, JWKSTooManyKeys, SkippedKey, read_jwks
 from authz.keys.snapshot import PublicKey
 from authz.keys.store import KeyStore
@@ -67,6 +68,18 @@ from authz.observability import (
     JWKS_TOO_MANY_KEYS,
 )
 
+__all__ = [
+    "BACKOFF_CAP_SECONDS",
+    "BACKOFF_FIRST_SECONDS",
+    "IO_TIMEOUT_SECONDS",
+    "KID_REFRESH_INTERVAL_SECONDS",
+    "MAX_AGE_FLOOR_SECONDS",
+    "MAX_BODY_BYTES",
+    "TOTAL_TIMEOUT_SECONDS",
+    "JWKSFetchError",
+    "JWKSSource",
+]
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
@@ -78,10 +91,10 @@ BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 _READ_CHUNK = 64 * 1024
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
-class JWKSFetchError(Exception):
+class JWKSFetchError(AuthzError):
     """One fetch did not produce a usable key set; the message is safe to log."""
 
 
@@ -481,12 +494,12 @@ def _shown(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+async def _in_daemon_thread(fn: Callable[[], _T]) -> _T:
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+    future: asyncio.Future[_T] = loop.create_future()
 
     # Both check done(): the awaiting side may have given up (timeout, stop).
-    def set_result(result: T) -> None:
+    def set_result(result: _T) -> None:
         if not future.done():
             future.set_result(result)
 

@@ -19,6 +19,8 @@ from authz.keys.store import KeyStore
 from authz.observability import SECRET_RELOAD_FAILURE, SECRET_RELOAD_SUCCESS
 from authz.settings.errors import SettingsError
 
+__all__ = ["POLL_SECONDS", "SecretFileWatcher"]
+
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from authz.core.base64url import b64url
+
+__all__ = [
+    "EC_ALGS",
+    "HMAC_ALGS",
+    "HMAC_MIN_SECRET_BYTES",
+    "MAX_KEY_CANDIDATES",
+    "OKP_ALGS",
+    "PUBLIC_ALGS",
+    "RSA_ALGS",
+    "KeySnapshot",
+    "PublicKey",
+    "secret_id",
+]
 
 # JWS algorithms by family (RFC 7518 section 3.1, RFC 8037).
 HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
@@ -44,7 +58,7 @@ class PublicKey:
         # Once per key at parse time, never per Check.
         entry = json.dumps([self.kid, sorted(self.algs), self.thumbprint], separators=(",", ":"))
         digest = hashlib.sha256(entry.encode("ascii")).digest()
-        object.__setattr__(self, "ident", base64.urlsafe_b64encode(digest).decode("ascii"))
+        object.__setattr__(self, "ident", b64url(digest))
 
 
 @dataclass(frozen=True, slots=True)

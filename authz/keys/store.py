@@ -17,6 +17,8 @@ from typing import Protocol
 from authz.keys.secrets import hmac_secrets
 from authz.keys.snapshot import KeySnapshot, PublicKey
 
+__all__ = ["KeySettings", "KeyStore"]
+
 
 class KeySettings(Protocol):
     """The key settings a KeyStore starts from (`authz.settings.model.Settings` is one)."""

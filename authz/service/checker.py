@@ -26,6 +26,15 @@ from authz.keys.snapshot import KeySnapshot
 from authz.observability import count_check, count_token_cache_lookup, log_internal_error
 from authz.settings.model import Settings
 
+__all__ = [
+    "ANSWER_MARGIN_SECONDS",
+    "MAX_KID_WAITERS",
+    "UNKNOWN_KID_WAIT_SECONDS",
+    "CheckThreads",
+    "Checker",
+    "SnapshotSource",
+]
+
 log = logging.getLogger("authz.check")
 
 # How long a Check may wait for a kid-triggered JWKS refresh: inside Envoy's ext_authz

@@ -28,10 +28,20 @@ from authz.observability import init_metrics
 from authz.service.checker import Checker, CheckThreads
 from authz.settings.model import Settings
 
+__all__ = [
+    "DRAIN_GRACE_SECONDS",
+    "GRPC_OPTIONS",
+    "GRPC_THREADS",
+    "MAX_CONCURRENT_RPCS",
+    "Service",
+    "grpc_server",
+    "run",
+]
+
 log = logging.getLogger("authz.server")
 
-# In-flight Checks get this long to finish after SIGTERM (Envoy's ext_authz timeout is
-# far shorter, so nothing legitimate is cut off).
+# In-flight Checks get this long to finish after SIGTERM, in both doors (Envoy's ext_authz
+# timeout is far shorter, so nothing legitimate is cut off).
 DRAIN_GRACE_SECONDS = 5.0
 _HEALTH_SERVICES = ("", "envoy.service.auth.v3.Authorization")
 
@@ -130,7 +140,8 @@ class Service:
         self.grpc_server.start()
         if self.http_front is not None:
             await self.http_front.start()
-            self.add_stop(self.http_front.stop)
+            front = self.http_front
+            self.add_stop(lambda: front.stop(DRAIN_GRACE_SECONDS))
         self._accepting = True
         if self.watcher is not None:
             self.watcher.start()

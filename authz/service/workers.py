@@ -41,6 +41,20 @@ from types import FrameType
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import mark_process_dead
 
+from authz.service.server import DRAIN_GRACE_SECONDS
+
+__all__ = [
+    "MAX_RESTARTS",
+    "MULTIPROC_ENV",
+    "RESTART_WINDOW_SECONDS",
+    "STOP_TIMEOUT_SECONDS",
+    "SUPERVISOR_ENV",
+    "is_worker",
+    "metrics_registry",
+    "parse_workers",
+    "supervise",
+]
+
 log = logging.getLogger("authz.workers")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -49,8 +63,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_ENV = "_AUTHZ_SUPERVISOR_PID"
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
-# A worker gets its own drain grace (authz.service.server.DRAIN_GRACE_SECONDS) plus this margin.
-STOP_TIMEOUT_SECONDS = 15.0
+# A worker gets its own drain grace plus a margin for closing down.
+STOP_TIMEOUT_SECONDS = DRAIN_GRACE_SECONDS + 10.0
 _POLL_SECONDS = 0.2
 
 

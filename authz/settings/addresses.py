@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["split_host_port"]
+
 
 def split_host_port(address: str) -> tuple[str, int]:
     """(host, port) of `host:port` or `[v6]:port`; raises ValueError when malformed."""

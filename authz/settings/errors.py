@@ -6,12 +6,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from authz.errors import AuthzError
+
 __all__ = ["ENV_PREFIX", "SettingsError", "env_name", "shown", "suggest"]
 
 ENV_PREFIX = "AUTHZ_"
 
 
-class SettingsError(ValueError):
+class SettingsError(AuthzError, ValueError):
     """An invalid setting. `str()` is one line, `<setting>: <message>`, without secret values."""
 
     def __init__(self, setting: str, message: str) -> None:

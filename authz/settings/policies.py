@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
+from authz.core.headers import JWT_HEADER_PREFIX, SUB_HEADER, is_header_name
 from authz.core.policy import ClaimRule, JSONValue, Policy
 from authz.settings import convert
 from authz.settings.checks import NO_KEY, has_key_source
@@ -20,8 +21,6 @@ POLICY_KEYS = (
 )
 CLAIM_OPS: tuple[Literal["equals", "one_of", "contains"], ...] = ("equals", "one_of", "contains")
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")  # RFC 9110 tchar, lowercase
-_RESERVED_HEADERS = frozenset({"x-jwt-sub"})
 
 
 def read_policies(document: object, settings: Settings) -> dict[str, Policy]:
@@ -142,9 +141,9 @@ def _forward_claims(value: object) -> tuple[tuple[str, str], ...]:
         name = header.strip().lower()
         if name.startswith(":"):
             raise ValueError(f"{claim}: {shown(header)} is a pseudo-header")
-        if not _TOKEN.match(name):
+        if not is_header_name(name):
             raise ValueError(f"{claim}: {shown(header)} is not a legal header name")
-        if not name.startswith("x-jwt-") or name in _RESERVED_HEADERS:
+        if not name.startswith(JWT_HEADER_PREFIX) or name == SUB_HEADER:
             raise ValueError(
                 f"{claim}: header {shown(name)} must start with x-jwt- and not be x-jwt-sub "
                 "(clients' x-jwt-* headers are stripped, so upstream can trust it)"
