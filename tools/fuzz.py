@@ -1,11 +1,12 @@
-"""A longer fuzzing campaign over the same properties as tests/test_fuzz_*.py.
+"""A longer fuzzing campaign over the same properties as tests/unit/core/test_fuzz_core.py and
+tests/contract/test_fuzz_grpc.py.
 
     python -m tools.fuzz --minutes 10
 
 Runs, round after round until the time is up, each property with fresh random examples:
 the decision core on generated requests, structured tokens and mutated tokens
-(tests/test_fuzz_core.py), and the whole gRPC Check handler on odd and byte-mutated
-CheckRequests sent to two real loopback servers (tests/test_fuzz_grpc.py). Stops at the
+(tests/unit/core/test_fuzz_core.py), and the whole gRPC Check handler on odd and byte-mutated
+CheckRequests sent to two real loopback servers (tests/contract/test_fuzz_grpc.py). Stops at the
 first failing property (hypothesis prints the shrunk example) and exits 1; otherwise prints
 how many examples each property ran and exits 0.
 """
@@ -23,7 +24,8 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests import test_fuzz_core, test_fuzz_grpc
+from tests.contract import test_fuzz_grpc
+from tests.unit.core import test_fuzz_core
 
 Property = Callable[[Any], None]
 

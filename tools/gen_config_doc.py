@@ -5,7 +5,7 @@ tests come from the settings package itself (authz/settings/: model, convert, er
 policies); the prose for each comes from the tables below,
 which must name every setting exactly once (a setting added to the model without prose, or
 prose left for a removed one, is an error). `--check` exits 1 when the committed file is not
-what this script makes (tests/test_config_doc.py runs it).
+what this script makes (tests/contract/test_config_doc.py runs it).
 """
 
 from __future__ import annotations

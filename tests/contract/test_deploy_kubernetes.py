@@ -28,9 +28,8 @@ import authz
 from authz.settings.addresses import split_host_port
 from authz.settings.load import load_settings
 from authz.settings.model import Settings
-from tests.harness import assert_envoy_config_valid
+from tests.harness import ROOT, assert_envoy_config_valid
 
-ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
 BASE = KUBE / "base"
 OVERLAY = KUBE / "overlays" / "example"

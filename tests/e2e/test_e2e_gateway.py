@@ -27,6 +27,7 @@ from tests.harness import (
     ENVOY_HTTP_YAML,
     ENVOY_YAML,
     POLICIES_YAML,
+    ROOT,
     SECRET,
     RawResponse,
     free_port,
@@ -38,7 +39,7 @@ from tests.tomcat import Served, Tomcat, served
 
 pytestmark = pytest.mark.e2e
 
-GATEWAY_YAML = Path(__file__).resolve().parent.parent / "deploy/kubernetes/base/gateway-envoy.yaml"
+GATEWAY_YAML = ROOT / "deploy/kubernetes/base/gateway-envoy.yaml"
 CONFIGS = {"envoy.yaml": ENVOY_YAML, "envoy-http.yaml": ENVOY_HTTP_YAML, "gateway": GATEWAY_YAML}
 REST_SERVLETS = {"rest", "root-rest"}
 TAIL = "v2/broadcasts/list/0/10"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "authz"
+from tests.harness import ROOT
+
+PACKAGE = ROOT / "authz"
 
 # What the pure core may never import: anything that does I/O, keeps time or threads,
 # counts metrics, or loads settings.

@@ -23,8 +23,9 @@ from authz.settings.checks import start_warnings
 from authz.settings.errors import SettingsError
 from authz.settings.load import load_settings
 from authz.settings.model import Settings
+from tests.harness import ROOT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = ROOT / "examples"
 SECRET = "yaml-secret-that-must-never-leak-0123456789"
 ENV_SECRET = "env-secret-that-must-never-leak-0123456789"
 AMS_SECRET = "ams-secret-that-must-never-leak-0123456789"

@@ -30,7 +30,7 @@ from authz.fronts.grpc import CHECK_METHOD_PATH, add_threaded_authorization_serv
 from authz.keys.snapshot import KeySnapshot
 from authz.service.checker import Checker
 from authz.service.server import grpc_server
-from tests.test_fuzz_core import (
+from tests.unit.core.test_fuzz_core import (
     BAD_CHARS,
     KEYS,
     NOW,

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import AUTHZ_METRICS
+from tests.harness import AUTHZ_METRICS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "authz-rules.yaml"
 RULE_TESTS = PROMETHEUS / "authz-rules.test.yaml"

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness import ROOT
+
 GENERATED = ROOT / "authz" / "_pb"
 
 

@@ -30,6 +30,7 @@ from authz._support.envoy_config import envoy_command, render_envoy_config
 from authz.core.mint import mint_hmac
 from tests.harness import (
     AUTHZ_METRICS,
+    ROOT,
     SECRET,
     Authz,
     echo_upstream,
@@ -39,7 +40,6 @@ from tests.harness import (
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "authz-rules.yaml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "authz-dashboard.json"
 BASE = ROOT / "deploy" / "kubernetes" / "base"

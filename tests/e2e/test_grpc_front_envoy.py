@@ -1,7 +1,7 @@
 """The gRPC front door behind the real Envoy with `encode_raw_headers: true`.
 
 In that mode Envoy sends `header_map` (raw bytes, repeats not merged) instead of the
-`headers` map; the project's envoy.yaml uses the map, which tests/test_e2e_envoy.py covers.
+`headers` map; the project's envoy.yaml uses the map, which tests/e2e/test_e2e_envoy.py covers.
 """
 
 from __future__ import annotations

@@ -13,13 +13,12 @@ import shlex
 import sys
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from authz.cli.main import build_parser
 from authz.settings.addresses import split_host_port
 from authz.settings.model import Settings
+from tests.harness import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 

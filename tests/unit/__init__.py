@@ -1,0 +1,1 @@
+"""Unit tests: pure, no servers and no processes; the folders mirror authz/."""

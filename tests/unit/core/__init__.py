@@ -1,0 +1,1 @@
+"""authz/core: the pure decision core, one test module per core module."""

@@ -1,0 +1,1 @@
+"""authz/keys: JWKS parsing and the secret file watcher."""

@@ -1,0 +1,1 @@
+"""authz/service: the Checker."""

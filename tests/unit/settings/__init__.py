@@ -1,0 +1,1 @@
+"""authz/settings: the typed settings and their loaders."""
