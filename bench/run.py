@@ -43,7 +43,8 @@ from bench import configs
 from bench.capture import capture_check_request
 from bench.loadgen import send_each
 from bench.measure import Load, cpu_seconds, h2load, median, rss_mb, wrk
-from tests.harness import SECRET, Authz, request, run_authz, run_envoy
+from tests.credentials import SECRET
+from tests.harness import Authz, request, run_authz, run_envoy
 from tests.jwks_server import JWKSServer, b64u, jwk, jwks, rsa_key, sign
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -31,16 +31,12 @@ from authz._support.envoy_config import (
 from authz._support.loopback import cluster_healthy, echo_server, stop_process
 from authz._support.loopback import free_port as free_port  # re-exported for the tests
 from authz._support.loopback import wait_until as wait_until  # re-exported for the tests
+from tests.credentials import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = PROJECT_ENVOY_YAML
 # The http_service variant: the same routes and policies over Envoy's HTTP ext_authz mode.
 ENVOY_HTTP_YAML = ROOT / "envoy-http.yaml"
-SECRET = "zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
-AMS_DOCS_TOKEN = (
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
-    ".OESIxgNsnD_JwByKTXcrw9Ov4GaOUZw66QxMfmudhKQ"
-)
 # authz's metrics in SPEC section 6 (histogram series by their exposed names).
 AUTHZ_METRICS = {
     "authz_checks_total",

@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
-from authz.core.mint import mint_hmac
 from authz.fronts.grpc import CHECK_METHOD_PATH
 from tests.jwks_server import jwk, jwks, rsa_key, sign
 
@@ -34,11 +33,6 @@ def rs256(kid: str, ttl: float = 3600, sub: str = "rs-user", **claims: Any) -> s
     key = {"a": KEY_A, "b": KEY_B}.get(kid, ROGUE)
     named = "a" if kid == "rogue" else kid
     return sign("RS256", key, {"sub": sub, "exp": time.time() + ttl, **claims}, kid=named)
-
-
-def hs256(secret: str, ttl: float = 3600, sub: str = "hs-user", **claims: Any) -> str:
-    """An HS256 token signed with `secret`, expiring `ttl` seconds from now."""
-    return mint_hmac({"sub": sub, "exp": time.time() + ttl, **claims}, secret.encode())
 
 
 def check_request(

@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY
 import authz.service.server  # noqa: F401 - registers every metric the service exports
 from authz.core.decision import Reason, status_of
 from authz.settings.load import load_settings
-from tests.harness import ROOT, SECRET
+from tests.credentials import SECRET
+from tests.harness import ROOT
 
 GENERATOR = ROOT / "tools" / "gen_config_doc.py"
 CONFIG_DOC = ROOT / "docs" / "configuration.md"

@@ -31,10 +31,10 @@ from authz.fronts.http import (
 from authz.keys.store import KeyStore
 from authz.service.checker import Checker
 from authz.settings.load import load_settings
+from tests.credentials import SECRET
 from tests.harness import (
     ENVOY_HTTP_YAML,
     POLICIES_YAML,
-    SECRET,
     Response,
     free_port,
     internal_errors,

@@ -37,6 +37,7 @@ from authz.service.checker import Checker
 from authz.service.server import grpc_server
 from authz.settings.load import load_settings
 from authz.settings.model import Settings
+from tests.credentials import OTHER_SECRET
 from tests.jwks_server import (
     JWKSServer,
     PrivateKey,
@@ -800,7 +801,7 @@ def test_key_bindings_and_confusions_are_denied() -> None:
                 "hs-der": (mint_hmac(CLAIMS, der, header={"kid": "rsa"}), Reason.BAD_SIGNATURE),
                 "hs-jwk": (mint_hmac(CLAIMS, jwk_json), Reason.BAD_SIGNATURE),
                 # An oct key in the JWKS is never an HMAC secret.
-                "hs-oct": (mint_hmac(CLAIMS, b"x" * 32, header={"kid": "oct"}),
+                "hs-oct": (mint_hmac(CLAIMS, OTHER_SECRET, header={"kid": "oct"}),
                            Reason.BAD_SIGNATURE),
                 # ES256 with a malformed signature (truncated, DER-shaped, another curve).
                 "es-short": (f"{head}.{body}.{b64u(raw_sig[:-1])}", Reason.BAD_SIGNATURE),

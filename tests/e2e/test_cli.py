@@ -24,9 +24,9 @@ from authz.core.mint import mint_hmac
 from authz.core.request import RequestView
 from authz.keys.snapshot import KeySnapshot
 from authz.settings.load import load_settings
+from tests.credentials import OTHER_SECRET, SECRET
 from tests.harness import (
     ROOT,
-    SECRET,
     Authz,
     echo_upstream,
     free_port,
@@ -37,7 +37,7 @@ from tests.harness import (
 )
 from tests.jwks_server import JWKSServer
 
-OTHER_SECRET = "a-second-secret-that-is-32-bytes-long!"
+SECOND_SECRET = "a-second-secret-that-is-32-bytes-long!"
 POLICIES = """
 policies:
   admin:
@@ -104,12 +104,12 @@ class TestToken:
     def test_signed_with_the_first_secret_of_the_file(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        secrets = write(tmp_path, "secrets", f"{OTHER_SECRET}\n{SECRET}\n")
+        secrets = write(tmp_path, "secrets", f"{SECOND_SECRET}\n{SECRET}\n")
         monkeypatch.setenv("AUTHZ_HS256_SECRET_FILE", secrets)
         token = mint(capsys, "--sub", "bob")
         settings = load_settings(None, None, {"AUTHZ_HS256_SECRET_FILE": secrets})
         view = RequestView(token, None)
-        only_first = KeySnapshot.build(secrets=(OTHER_SECRET.encode(),))
+        only_first = KeySnapshot.build(secrets=(SECOND_SECRET.encode(),))
         only_second = KeySnapshot.build(secrets=(SECRET.encode(),))
         assert decide(view, only_first, settings, time.time()).reason is Reason.OK
         assert decide(view, only_second, settings, time.time()).reason is Reason.BAD_SIGNATURE
@@ -355,7 +355,7 @@ class TestCheck:
             ((), "401", "missing_token"),
             (("--token", "not-a-jwt"), "401", "malformed"),
             (("--token", mint_hmac({"sub": "a", "exp": 1}, SECRET.encode())), "401", "expired"),
-            (("--token", mint_hmac({"sub": "a"}, b"x" * 32)), "401", "bad_signature"),
+            (("--token", mint_hmac({"sub": "a"}, OTHER_SECRET)), "401", "bad_signature"),
         ],
     )
     def test_deny_exits_1(

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,11 +26,10 @@ import yaml
 
 from authz._pb.envoy.service.auth.v3 import external_auth_pb2
 from authz._support.envoy_config import envoy_command, render_envoy_config
-from authz.core.mint import mint_hmac
+from tests.credentials import OTHER_SECRET, SECRET, hs256
 from tests.harness import (
     AUTHZ_METRICS,
     ROOT,
-    SECRET,
     Authz,
     echo_upstream,
     free_port,
@@ -182,10 +180,6 @@ def _check(channel: grpc.Channel, token: str | None) -> int:
     return code
 
 
-def _token(exp_offset: int, secret: str = SECRET) -> str:
-    return mint_hmac({"sub": "alice", "exp": int(time.time()) + exp_offset}, secret.encode())
-
-
 def _by_label(result: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {sample["metric"][label]: float(sample["value"][1]) for sample in result}
 
@@ -218,14 +212,13 @@ def _probe_paths() -> dict[str, str]:
 
 def _send_known_sequence(authz: Authz, gateway: Gateway) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{authz.grpc_port}") as channel:
-        assert [_check(channel, _token(3600)) for _ in range(3)] == [GRPC_OK] * 3
+        assert [_check(channel, hs256(SECRET, sub="alice")) for _ in range(3)] == [GRPC_OK] * 3
         assert [_check(channel, None) for _ in range(2)] == [GRPC_UNAUTHENTICATED] * 2
-        assert _check(channel, _token(-3600)) == GRPC_UNAUTHENTICATED
-        assert _check(channel, _token(3600, secret="another-secret-of-at-least-32-bytes")) == (
-            GRPC_UNAUTHENTICATED
-        )
+        assert _check(channel, hs256(SECRET, ttl=-3600, sub="alice")) == GRPC_UNAUTHENTICATED
+        assert _check(channel, hs256(OTHER_SECRET, sub="alice")) == GRPC_UNAUTHENTICATED
     path = "/LiveApp/rest/v2/version"
-    assert request(gateway.listen_port, path, {"authorization": _token(3600)}).status == 200
+    allowed = {"authorization": hs256(SECRET, sub="alice")}
+    assert request(gateway.listen_port, path, allowed).status == 200
     assert request(gateway.listen_port, path).status == 401
 
 

@@ -19,12 +19,11 @@ import pytest
 
 from authz.core.base64url import b64url
 from authz.core.mint import mint_hmac
+from tests.credentials import AMS_DOCS_TOKEN, SECRET
 from tests.harness import (
-    AMS_DOCS_TOKEN,
     ENVOY_HTTP_YAML,
     ENVOY_YAML,
     POLICIES_YAML,
-    SECRET,
     Authz,
     Envoy,
     Response,

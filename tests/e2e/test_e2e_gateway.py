@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from authz.core.mint import mint_hmac
+from tests.credentials import SECRET
 from tests.harness import (
     ENVOY_HTTP_YAML,
     ENVOY_YAML,
     POLICIES_YAML,
     ROOT,
-    SECRET,
     RawResponse,
     free_port,
     run_authz,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.credentials import AMS_DOCS_TOKEN
 from tests.harness import (
-    AMS_DOCS_TOKEN,
     ENVOY_YAML,
     Envoy,
     echo_upstream,

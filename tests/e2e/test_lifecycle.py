@@ -28,8 +28,8 @@ import pytest
 from authz.fronts.grpc import CHECK_METHOD_PATH
 from authz.service.checker import UNKNOWN_KID_WAIT_SECONDS
 from authz.service.server import DRAIN_GRACE_SECONDS, MAX_CONCURRENT_RPCS
+from tests.credentials import SECRET, hs256
 from tests.harness import (
-    SECRET,
     Authz,
     Envoy,
     Response,
@@ -44,7 +44,6 @@ from tests.reliability import (
     REST,
     check_request,
     grpc_check,
-    hs256,
     jwks_of,
     reason_of,
     rs256,

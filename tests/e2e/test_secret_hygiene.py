@@ -30,7 +30,8 @@ from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from authz.core.base64url import b64url
 from authz.core.decision import Reason
 from authz.core.mint import mint_hmac
-from tests.harness import SECRET, echo_upstream, request, run_authz, run_envoy, wait_until
+from tests.credentials import OTHER_SECRET, SECRET
+from tests.harness import echo_upstream, request, run_authz, run_envoy, wait_until
 from tests.jwks_server import JWKSServer, free_port
 from tests.reliability import REST, check_request, grpc_check, jwks_of, reason_of, rs256
 
@@ -85,7 +86,7 @@ ENVOY_CASES: list[tuple[str | None, Reason]] = [
     ("abc.def", Reason.MALFORMED),
     (b64url(b'{"alg":"none"}') + "." + b64url(json.dumps(_claims()).encode()) + ".",
      Reason.ALG_NOT_ALLOWED),
-    (_hs("an-attacker-secret-of-enough-length-000"), Reason.BAD_SIGNATURE),
+    (_hs(OTHER_SECRET.decode()), Reason.BAD_SIGNATURE),
     (_rs("rogue"), Reason.BAD_SIGNATURE),
     (_rs("not-published"), Reason.UNKNOWN_KID),
     (_hs(SECRET, exp=time.time() - 3600), Reason.EXPIRED),

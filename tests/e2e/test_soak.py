@@ -41,8 +41,9 @@ import pytest
 
 from authz.core.base64url import b64url
 from authz.keys.secret_file import POLL_SECONDS
-from tests.harness import SECRET, Authz, echo_upstream, request, run_authz, run_envoy, wait_until
-from tests.reliability import REST, hs256, jwks_of, open_fds, rs256, rss_bytes
+from tests.credentials import OTHER_SECRET, SECRET, hs256
+from tests.harness import Authz, echo_upstream, request, run_authz, run_envoy, wait_until
+from tests.reliability import REST, jwks_of, open_fds, rs256, rss_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -173,7 +174,7 @@ def make_kinds() -> dict[str, Kind]:
         Kind("rs_a", pool(lambda i: rs256("a", sub=f"a{i}")), 200),
         Kind("rs_b", pool(lambda i: rs256("b", sub=f"b{i}")), 401),
         Kind("expired", pool(lambda i: hs256(SECRET, ttl=-120 - i)), 401),
-        Kind("forged_hs", pool(lambda i: hs256("not-the-secret-" + "x" * 24, sub=f"f{i}")), 401),
+        Kind("forged_hs", pool(lambda i: hs256(OTHER_SECRET, sub=f"f{i}")), 401),
         Kind("forged_rs", pool(lambda i: rs256("rogue", sub=f"r{i}")), 401),
         Kind("unknown_kid", pool(lambda i: rs256(f"kid-{i}")), 401),
         Kind("alg_none", [_none_token()], 401),

@@ -17,7 +17,8 @@ from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, Chec
 from authz.core.mint import mint_hmac
 from authz.fronts.grpc import CHECK_METHOD_PATH
 from authz.service.workers import parse_workers
-from tests.harness import SECRET, Authz, request, run_authz, wait_until
+from tests.credentials import SECRET
+from tests.harness import Authz, request, run_authz, wait_until
 from tests.jwks_server import JWKSServer, jwk, jwks
 
 CONNECTIONS = 24

@@ -22,19 +22,12 @@ from authz.core.token_cache import TokenCache
 from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot, PublicKey
 from authz.settings.model import Settings
+from tests.credentials import AMS_DOCS_TOKEN, LONG_SECRET, OTHER_SECRET, SECRET, SECRET_BYTES
 from tests.jwks_server import jwk, jwks, rsa_key, sign
 
-SECRET = b"zautXStXM9iW3aD3FuyPH0TdK4GHPmHq"
-# 64 bytes: long enough for HS512 (RFC 7518 3.2: an HMAC key at least as long as the hash).
-LONG_SECRET = b"0123456789abcdef" * 4
-OTHER_SECRET = b"another-secret-of-at-least-32-bytes!!"
 NOW = 1_800_000_000.0
-AMS_DOCS_TOKEN = (
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ0b2tlbiIsImlhdCI6MTUxNjIzOTAyMn0"
-    ".OESIxgNsnD_JwByKTXcrw9Ov4GaOUZw66QxMfmudhKQ"
-)
-SETTINGS = Settings(hs256_secret=SECRET.decode())
-KEYS = KeySnapshot.build(secrets=(SECRET,))
+SETTINGS = Settings(hs256_secret=SECRET)
+KEYS = KeySnapshot.build(secrets=(SECRET_BYTES,))
 RSA_KEY = rsa_key("core-rsa")
 OTHER_RSA_KEY = rsa_key("core-rsa-other")
 EC521_KEY = ec.generate_private_key(ec.SECP521R1())
@@ -58,10 +51,10 @@ def run(
 
 def token(claims: dict[str, Any] | None = None, **kw: Any) -> str:
     return mint_hmac({"sub": "alice", "exp": NOW + 600} if claims is None else claims,
-                     SECRET, **kw)
+                     SECRET_BYTES, **kw)
 
 
-def raw_token(header: str | bytes, payload: str | bytes, secret: bytes = SECRET) -> str:
+def raw_token(header: str | bytes, payload: str | bytes, secret: bytes = SECRET_BYTES) -> str:
     """A token from literal JSON text, signed correctly, for parser edge cases."""
     import hashlib
     import hmac
@@ -119,7 +112,7 @@ class TestAllow:
         assert reason(tok, keys=keys) is Reason.OK
 
     def test_any_configured_secret_verifies(self) -> None:
-        keys = KeySnapshot.build(secrets=(OTHER_SECRET, SECRET))
+        keys = KeySnapshot.build(secrets=(OTHER_SECRET, SECRET_BYTES))
         assert reason(token(), keys=keys) is Reason.OK
 
     def test_jwt_disabled_allows_without_token_and_still_strips(self) -> None:
@@ -262,12 +255,12 @@ class TestAlgorithmsAndSignatures:
             assert reason(tok, keys=keys) is expected, alg
 
     def test_a_short_secret_does_not_verify_hs512_beside_a_long_one(self) -> None:
-        keys = KeySnapshot.build(secrets=(SECRET, LONG_SECRET))
+        keys = KeySnapshot.build(secrets=(SECRET_BYTES, LONG_SECRET))
         assert reason(mint_hmac({"sub": "a"}, LONG_SECRET, alg="HS512"), keys=keys) is Reason.OK
         # HS512 is allowed for the long secret only, and that one did not sign it.
-        assert reason(mint_hmac({"sub": "a"}, SECRET, alg="HS512"), keys=keys) \
+        assert reason(mint_hmac({"sub": "a"}, SECRET_BYTES, alg="HS512"), keys=keys) \
             is Reason.BAD_SIGNATURE
-        assert reason(mint_hmac({"sub": "a"}, SECRET), keys=keys) is Reason.OK
+        assert reason(mint_hmac({"sub": "a"}, SECRET_BYTES), keys=keys) is Reason.OK
 
     def test_public_key_never_used_as_hmac_secret(self) -> None:
         # RFC 8725 2.1 key confusion, on a snapshot that has both kinds of key: HS secrets
@@ -278,11 +271,11 @@ class TestAlgorithmsAndSignatures:
         der = public.public_bytes(serialization.Encoding.DER, spki)
         jwk_text = json.dumps(jwk(RSA_KEY, "k1")).encode()
         keys = KeySnapshot.build(
-            secrets=(SECRET, LONG_SECRET), jwks_configured=True,
+            secrets=(SECRET_BYTES, LONG_SECRET), jwks_configured=True,
             public_keys=parse_jwks(jwks(jwk(RSA_KEY, "k1"), jwk(EC521_KEY, "k2"))),
         )
         claims = {"sub": "admin", "exp": NOW + 60}
-        legit = [mint_hmac(claims, SECRET), mint_hmac(claims, LONG_SECRET, alg="HS512"),
+        legit = [mint_hmac(claims, SECRET_BYTES), mint_hmac(claims, LONG_SECRET, alg="HS512"),
                  sign("RS256", RSA_KEY, claims, "k1"), sign("RS256", RSA_KEY, claims),
                  sign("ES512", EC521_KEY, claims, "k2")]
         forged: list[str] = []
@@ -293,7 +286,7 @@ class TestAlgorithmsAndSignatures:
         # The other way round: an RS256 (or ES512) header over an HMAC made with a secret.
         for alg, kid in (("RS256", "k1"), ("RS256", None), ("ES512", "k2"), ("PS256", None)):
             header = {"alg": alg, **({"kid": kid} if kid else {})}
-            for secret in (SECRET, LONG_SECRET):
+            for secret in (SECRET_BYTES, LONG_SECRET):
                 forged.append(mint_hmac(claims, secret, header=header))
         cache = TokenCache(64)
         for tok in legit:
@@ -323,7 +316,7 @@ class TestAlgorithmsAndSignatures:
         assert reason(es256, keys=keys) is Reason.ALG_NOT_ALLOWED
 
     def test_jwks_not_loaded_is_unavailable(self) -> None:
-        keys = KeySnapshot.build(secrets=(SECRET,), jwks_configured=True)
+        keys = KeySnapshot.build(secrets=(SECRET_BYTES,), jwks_configured=True)
         rs = raw_token('{"alg":"RS256","kid":"k"}', '{"sub":"a"}')
         decision = run(rs, keys=keys)
         assert decision.reason is Reason.JWKS_UNAVAILABLE and decision.status == 503
