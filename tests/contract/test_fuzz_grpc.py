@@ -30,10 +30,10 @@ from authz.fronts.grpc import CHECK_METHOD_PATH, add_threaded_authorization_serv
 from authz.keys.snapshot import KeySnapshot
 from authz.service.checker import Checker
 from authz.service.server import grpc_server
+from tests.unit.core.helpers import NOW
 from tests.unit.core.test_fuzz_core import (
     BAD_CHARS,
     KEYS,
-    NOW,
     SEED_TOKENS,
     SETTINGS,
     authorization_values,

@@ -44,8 +44,8 @@ from authz.keys.jwk import parse_jwks
 from authz.keys.snapshot import KeySnapshot
 from authz.settings.model import Settings
 from tests.jwks_server import PrivateKey, jwk, jwks, rsa_key, sign
+from tests.unit.core.helpers import NOW
 
-NOW = 1_800_000_000.0
 # 64 bytes: RFC 7518 3.2 wants an HMAC key at least as long as the hash (HS512), and
 # jwcrypto, the oracle, enforces that.
 SECRET = b"fuzz-secret-0123456789-abcdefghijklmnop-0123456789-abcdefghijklm"
