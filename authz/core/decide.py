@@ -19,7 +19,13 @@ from authz.core.policy import (
     upstream_headers,
 )
 from authz.core.request import RequestView
-from authz.core.stream_check import NO_STREAM_KEYS, StreamKeys, decide_stream, is_stream_request
+from authz.core.stream_check import (
+    NO_STREAM_KEYS,
+    StreamKeys,
+    StreamRules,
+    decide_stream,
+    is_stream_request,
+)
 from authz.core.token_cache import TokenCache
 from authz.core.verify import TokenError, check_claims
 from authz.keys.snapshot import KeySnapshot
@@ -27,21 +33,12 @@ from authz.keys.snapshot import KeySnapshot
 __all__ = ["DecisionRules", "decide"]
 
 
-class DecisionRules(PolicyTable, Protocol):
+class DecisionRules(PolicyTable, StreamRules, Protocol):
     """What `decide` reads of the settings (the settings model is one): the policies, the
     time rules and the stream switches, nothing else."""
 
     @property
-    def leeway_seconds(self) -> float: ...
-
-    @property
     def require_exp(self) -> bool: ...
-
-    @property
-    def play_jwt_enabled(self) -> bool: ...
-
-    @property
-    def publish_jwt_enabled(self) -> bool: ...
 
 
 def decide(
