@@ -87,7 +87,8 @@ JWKS_TOO_MANY_KEYS = Counter(
     "key set stays in use.",
 )
 SECRET_RELOADS = Counter(
-    "authz_secret_reloads", "HS256 secret file loads (at start, after each change), by result.",
+    "authz_secret_reloads",
+    "Secret file loads, HS256 and stream (at start, after each change), by result.",
     ["result"],
 )
 TOKEN_CACHE_LOOKUPS = Counter(

@@ -39,11 +39,13 @@ def check_request(
     authorization: str | None,
     source_ip: str = "127.0.0.1",
     context: Mapping[str, str] | None = None,
+    path: str = REST,
+    method: str = "GET",
 ) -> bytes:
     """An encoded CheckRequest as Envoy would send it."""
     request = CheckRequest()
     http = request.attributes.request.http
-    http.path, http.method = REST, "GET"
+    http.path, http.method = path, method
     if authorization is not None:
         http.headers["authorization"] = authorization
     request.attributes.source.address.socket_address.address = source_ip

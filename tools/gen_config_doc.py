@@ -129,6 +129,55 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Verified tokens remembered to skip repeated signature checks; an entry is never used "
         "past its `exp` or after its key is gone.",
     ),
+    "stream_secret": (
+        "UTF-8 text, at least 32 bytes",
+        "The secret Ant Media signs its stream tokens with (HS256, claims `streamId`, `type` "
+        "`play`/`publish`, `exp`). It verifies stream tokens only, HS256 only: never a REST "
+        "token, and the REST secrets never verify a stream token (a secret set as both is "
+        "warned about at start). Required while `play_jwt_enabled` or `publish_jwt_enabled` "
+        "is on. Never printed or logged.",
+    ),
+    "stream_secret_file": (
+        "a file path",
+        "A file of stream secrets, one per line, watched and reloaded exactly like "
+        "`hs256_secret_file` (first line signs, all verify; missing or empty at start is an "
+        "error, unreadable later keeps the last good secrets). Its secrets come before "
+        "`stream_secret`.",
+    ),
+    "play_jwt_enabled": (
+        "true/false",
+        "Enforce play tokens on stream routes (Envoy `context_extensions: {stream: play}`; "
+        "HTTP door: `x-authz-stream: play`): GET/HEAD need a token from `?token=` or the "
+        "`authorization` header (one of the two) signed with the stream secret, with `exp`, "
+        "`type: play` and `streamId` equal to the stream id of the path (else 403 "
+        "`stream_mismatch`; a path without one is 403 `no_stream_id`); OPTIONS passes "
+        "(`jwt_disabled`); other methods are 403 `method_not_allowed`. On allow the "
+        "upstream gets `x-jwt-stream-id` and, through the gRPC door, the URL without "
+        "`token`. Off: stream routes pass (`jwt_disabled`). Also the `/play` webhook's "
+        "switch.",
+    ),
+    "publish_jwt_enabled": (
+        "true/false",
+        "Enforce publish tokens at the `/publish` webhook (token signed with the stream "
+        "secret, `exp`, `type: publish`, `streamId` equal to the body's). Off: `/publish` "
+        "answers 200 `jwt_disabled`.",
+    ),
+    "ams_webhook_address": (
+        "`host:port`, or empty for off",
+        "Where Ant Media's webhooks are answered: `POST /publish` (point "
+        "`settings.webhookAuthenticateURL` at it) and `POST /play` (WebRTC play, "
+        "`settings.webhookPlayAuthUrl`). 200 allows; 403 with the JSON deny body refuses; "
+        "a body that is not a JSON object or is over 64 KiB is 400 `malformed`; other "
+        "paths 404, other methods 405. Counted in the metrics with `transport=\"webhook\"`. "
+        "Off unless set.",
+    ),
+    "cluster_secret": (
+        "UTF-8 text, at least 32 bytes",
+        "The secret of Ant Media's edge-to-origin `ClusterAuthorization` tokens. With it, "
+        "a stream route request carrying that header is judged by that token alone (same "
+        "`streamId` and `type: play` rules, `exp` required). Not set: the header is never "
+        "trusted and the request is judged by its play token as any other.",
+    ),
 }
 
 # policy field -> (the flat setting it inherits, meaning)
@@ -141,6 +190,15 @@ POLICY_FIELDS: dict[str, tuple[str | None, str]] = {
         None,
         "Rules every token must meet, else 403 `insufficient_scope`: a list of "
         "`{claim: NAME, TEST: VALUE}` with one test each (below).",
+    ),
+    "token_sources": (
+        None,
+        "Where the token comes from, in order: `header:authorization` (the default and only "
+        "source when left out), `query:NAME`, `cookie:NAME`. A token in two listed sources "
+        "is `malformed`, none is `missing_token`; a query parameter or cookie given twice "
+        "is `malformed`. The query string is read as form-urlencoded (`%XX` and `+` decoded "
+        "once); a token taken from the query is removed from the upstream URL by the gRPC "
+        "door (Envoy's HTTP mode cannot remove it).",
     ),
     "forward_claims": (
         None,
@@ -229,7 +287,7 @@ def render() -> str:
         "",
         "## Ant Media Server properties (`--ams-properties`)",
         "",
-        "The JWT and IP filter settings of an Ant Media app "
+        "The JWT, stream token and IP filter settings of an Ant Media app "
         "(`webapps/<app>/WEB-INF/red5-web.properties`) map to these settings; other "
         "properties are ignored, and so are empty values.",
         "",

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Decision", "Reason", "deny", "status_of"]
+from authz.core.headers import is_header_name
+
+__all__ = ["Decision", "Reason", "allow", "deny", "status_of"]
 
 
 class Reason(StrEnum):
@@ -29,6 +31,9 @@ class Reason(StrEnum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     UNKNOWN_POLICY = "unknown_policy"
     INTERNAL_ERROR = "internal_error"
+    STREAM_MISMATCH = "stream_mismatch"
+    NO_STREAM_ID = "no_stream_id"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
 
 
 _STATUS: dict[Reason, int] = {
@@ -39,6 +44,9 @@ _STATUS: dict[Reason, int] = {
     Reason.IP_NOT_ALLOWED: 403,
     Reason.INSUFFICIENT_SCOPE: 403,
     Reason.UNKNOWN_POLICY: 403,
+    Reason.STREAM_MISMATCH: 403,
+    Reason.NO_STREAM_ID: 403,
+    Reason.METHOD_NOT_ALLOWED: 403,
 }
 
 # RFC 6750 section 3: error_description is human-readable and carries no token material.
@@ -66,8 +74,10 @@ def status_of(reason: Reason) -> int:
 class Decision:
     """What a Check decided, independent of the transport that asked.
 
-    On allow, `headers_to_set` go to the upstream (overwriting) and `headers_to_remove`
-    are stripped from the request. On deny, `headers_to_set` go to the client with `body`.
+    On allow, `headers_to_set` go to the upstream (overwriting), `headers_to_remove`
+    are stripped from the request and `query_parameters_to_remove` from its URL (the gRPC
+    door only: Envoy's HTTP mode cannot). On deny, `headers_to_set` go to the client with
+    `body`.
     """
 
     reason: Reason
@@ -77,6 +87,7 @@ class Decision:
     body: str = ""
     sub: str | None = None
     iss: str | None = None
+    query_parameters_to_remove: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -91,6 +102,26 @@ class Decision:
         if self.iss is not None:
             meta["iss"] = self.iss
         return meta
+
+
+def allow(
+    jwt_headers: tuple[str, ...],
+    reason: Reason,
+    headers: tuple[tuple[str, str], ...] = (),
+    sub: str | None = None,
+    iss: str | None = None,
+    query_parameters_to_remove: tuple[str, ...] = (),
+) -> Decision:
+    """An allow with `headers` set upstream; the client-sent `jwt_headers` (x-jwt-*) are
+    removed unless authz sets them itself."""
+    # Envoy removes after it sets, so a name must never be in both lists. A name that is
+    # not a legal field name (CR, LF, NUL, ...) cannot be a header Envoy forwards: never
+    # echoed.
+    set_names = {name for name, _ in headers}
+    remove = tuple(
+        name for name in jwt_headers if name not in set_names and is_header_name(name)
+    )
+    return Decision(reason, 200, headers, remove, "", sub, iss, query_parameters_to_remove)
 
 
 def _www_authenticate(reason: Reason, token_present: bool) -> str | None:

@@ -1,11 +1,76 @@
-"""Where the token comes from: the `authorization` header, raw (Ant Media form) or `Bearer`."""
+"""Where the token comes from (SPEC section 9): a policy's ordered `token_sources`, each the
+`authorization` header (raw, the Ant Media form, or `Bearer`), a query parameter or a cookie.
+
+A token found in two of the listed sources is ambiguous (malformed); a source repeated in
+the request (`?token=a&token=b`, two `token` cookies) is malformed too.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Literal
+
 from authz.core.decision import Reason
+from authz.core.request import RequestView
 from authz.core.verify import TokenError
 
-__all__ = ["extract_token"]
+__all__ = [
+    "AUTHORIZATION_SOURCE",
+    "DEFAULT_TOKEN_SOURCES",
+    "SourceKind",
+    "TokenSource",
+    "cookie_value",
+    "extract_token",
+    "find_token",
+    "form_decode",
+    "parse_token_source",
+    "query_value",
+]
+
+SourceKind = Literal["header", "query", "cookie"]
+
+# RFC 6265 section 4.1.1: a cookie-name is an RFC 9110 token.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# What a query parameter name may not hold as spelled in `query:NAME`: what would split or
+# end the query, whitespace and controls.
+_QUERY_NAME_FORBIDDEN = re.compile(r"[&=#?\s\x00-\x1f\x7f]")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSource:
+    """One place a token may come from: `kind:name`, e.g. `query:token`."""
+
+    kind: SourceKind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+AUTHORIZATION_SOURCE = TokenSource("header", "authorization")
+DEFAULT_TOKEN_SOURCES: tuple[TokenSource, ...] = (AUTHORIZATION_SOURCE,)
+
+
+def parse_token_source(text: str) -> TokenSource:
+    """`header:authorization`, `query:NAME` or `cookie:NAME`; ValueError otherwise."""
+    kind, sep, name = text.partition(":")
+    if not sep or not name:
+        raise ValueError(f"{text!r} is not header:authorization, query:NAME or cookie:NAME")
+    if kind == "header":
+        if name.lower() != "authorization":
+            raise ValueError(f"{text!r}: the only header source is header:authorization")
+        return AUTHORIZATION_SOURCE
+    if kind == "query":
+        if _QUERY_NAME_FORBIDDEN.search(name):
+            raise ValueError(f"{text!r}: a query parameter name without &, =, #, ? or spaces")
+        return TokenSource("query", name)
+    if kind == "cookie":
+        if _COOKIE_NAME.fullmatch(name) is None:
+            raise ValueError(f"{text!r}: a cookie name is an RFC 6265 token")
+        return TokenSource("cookie", name)
+    raise ValueError(f"{text!r}: the kind is header, query or cookie")
 
 
 def extract_token(authorization: str | None) -> str | None:
@@ -28,3 +93,95 @@ def extract_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token or " " in token or "\t" in token:
         raise TokenError(Reason.MALFORMED)
     return token
+
+
+def form_decode(text: str) -> str:
+    """One name or value of an application/x-www-form-urlencoded string (WHATWG URL
+    section 5.1): `+` is a space, `%XX` a byte, decoded once; bytes not UTF-8 become U+FFFD."""
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    data = text.encode("utf-8")
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if byte == 0x25 and i + 2 < len(data) and data[i + 1] in _HEX and data[i + 2] in _HEX:
+            out.append(int(data[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(byte)
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def query_value(query: str, name: str) -> str | None:
+    """The value of parameter `name` in `query` (form-urlencoded), None when absent; a
+    parameter given twice raises TokenError(malformed)."""
+    found: str | None = None
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition("=")
+        if form_decode(raw_name) != name:
+            continue
+        if found is not None:
+            raise TokenError(Reason.MALFORMED)
+        found = form_decode(raw_value)
+    return found
+
+
+def cookie_value(cookie: str | None, name: str) -> str | None:
+    """The value of cookie `name` in a `cookie` header (RFC 6265 section 5.4: pairs split on
+    `;`, optional whitespace, a value optionally in double quotes), None when absent; a
+    name given twice raises TokenError(malformed)."""
+    if cookie is None:
+        return None
+    found: str | None = None
+    for pair in cookie.split(";"):
+        raw_name, sep, value = pair.partition("=")
+        if not sep or raw_name.strip(" \t") != name:
+            continue
+        if found is not None:
+            raise TokenError(Reason.MALFORMED)
+        value = value.strip(" \t")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        found = value
+    return found
+
+
+def _read(view: RequestView, source: TokenSource) -> str | None:
+    if source.kind == "header":
+        return extract_token(view.authorization)
+    if source.kind == "query":
+        return query_value(view.query, source.name) if view.query else None
+    return cookie_value(view.cookie, source.name)
+
+
+def find_token(
+    view: RequestView, sources: tuple[TokenSource, ...]
+) -> tuple[str | None, tuple[str, ...]]:
+    """The token from `sources` (None when none holds one) and the names of the query
+    sources present in the request (the parameters Envoy should drop before the upstream).
+
+    A token in two sources, a repeated parameter or cookie, and a malformed
+    `authorization` header raise TokenError(malformed). An empty value is no token.
+    """
+    if sources is DEFAULT_TOKEN_SOURCES:  # the hot path: one header, no query parsing
+        return extract_token(view.authorization), ()
+    token: str | None = None
+    in_query: list[str] = []
+    for source in sources:
+        value = _read(view, source)
+        if value is None:
+            continue
+        if source.kind == "query":
+            in_query.append(source.name)
+        if not value:
+            continue
+        if token is not None:
+            raise TokenError(Reason.MALFORMED)
+        token = value
+    return token, tuple(in_query)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from authz.core.decision import Reason
+from authz.core.extract import DEFAULT_TOKEN_SOURCES, TokenSource
 from authz.core.headers import SUB_HEADER, legal_header_value
 from authz.core.verify import TokenError
 
@@ -59,6 +60,9 @@ class Policy:
     required_claims: tuple[ClaimRule, ...] = ()
     # (claim name, header name) pairs forwarded upstream on allow, besides x-jwt-sub.
     forward_claims: tuple[tuple[str, str], ...] = ()
+    # Where the token comes from, in order (SPEC section 9); the default is the one
+    # `authorization` header.
+    token_sources: tuple[TokenSource, ...] = DEFAULT_TOKEN_SOURCES
 
 
 class PolicyTable(Protocol):

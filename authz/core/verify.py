@@ -34,6 +34,7 @@ __all__ = [
     "check_claims",
     "check_shape",
     "check_times",
+    "json_object",
     "verify_token",
 ]
 
@@ -108,7 +109,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_object(data: bytes) -> dict[str, Any]:
+def json_object(data: bytes) -> dict[str, Any]:
+    """A UTF-8 JSON object with unique member names, no NaN/Infinity and no lone
+    surrogate escapes; TokenError(malformed) otherwise."""
     try:
         text = data.decode("utf-8")
         value = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
@@ -235,7 +238,7 @@ def verify_token(token: str, keys: KeySnapshot) -> VerifiedToken:
     """
     check_shape(token)
     header_part, payload_part, signature_part = token.split(".")
-    header = _json_object(_b64decode(header_part))
+    header = json_object(_b64decode(header_part))
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise _malformed()
@@ -245,7 +248,7 @@ def verify_token(token: str, keys: KeySnapshot) -> VerifiedToken:
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise _malformed()
-    claims = _json_object(_b64decode(payload_part))
+    claims = json_object(_b64decode(payload_part))
     signature = _b64decode(signature_part)
     exp = _numeric_date(claims, "exp")
     nbf = _numeric_date(claims, "nbf")

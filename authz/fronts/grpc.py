@@ -22,7 +22,7 @@ from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, Chec
 from authz._pb.envoy.type.v3.http_status_pb2 import StatusCode
 from authz.core.decision import Decision, Reason, deny, status_of
 from authz.core.headers import JWT_HEADER_PREFIX
-from authz.core.request import RequestView
+from authz.core.request import CLUSTER_AUTHORIZATION_HEADER, RequestView
 from authz.observability import count_failed_check
 
 __all__ = [
@@ -44,6 +44,8 @@ _METHOD = _SERVICE.methods_by_name["Check"]
 CHECK_METHOD_PATH = f"/{_SERVICE.full_name}/{_METHOD.name}"
 
 _OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# The request headers a RequestView carries besides the x-jwt-* names.
+_VIEW_HEADERS = frozenset({"authorization", "cookie", CLUSTER_AUTHORIZATION_HEADER})
 
 # google.rpc.Code for each HTTP status a denial carries.
 _UNAUTHENTICATED = 16
@@ -52,19 +54,35 @@ _UNAVAILABLE = 14
 _RPC_CODE: dict[int, int] = {401: _UNAUTHENTICATED, 403: _PERMISSION_DENIED, 503: _UNAVAILABLE}
 
 
-def _from_header_map(http: AttributeContext.HttpRequest) -> tuple[str | None, tuple[str, ...]]:
-    # encode_raw_headers: repeated keys are not merged, values are bytes. Joining repeats
-    # with "," gives the same value the `headers` map would carry, so both modes decide alike.
-    authorization: list[str] = []
-    jwt_headers: list[str] = []
-    for header in http.header_map.headers:
-        key = header.key.lower()
-        if key == "authorization":
-            raw = header.raw_value
-            authorization.append(raw.decode("utf-8", "replace") if raw else header.value)
-        elif key.startswith(JWT_HEADER_PREFIX) and key not in jwt_headers:
-            jwt_headers.append(key)
-    return (",".join(authorization) if authorization else None), tuple(jwt_headers)
+class _RawHeaders:
+    """The headers a RequestView needs, read from `header_map` (Envoy's raw headers)."""
+
+    __slots__ = ("authorization", "cluster_authorization", "cookie", "jwt_headers")
+
+    def __init__(self, http: AttributeContext.HttpRequest) -> None:
+        # encode_raw_headers: repeated keys are not merged, values are bytes. Joining
+        # repeats with "," gives the same value the `headers` map would carry, so both
+        # modes decide alike; cookies are joined with "; " (RFC 6265 section 5.4).
+        found: dict[str, list[str]] = {}
+        jwt_headers: list[str] = []
+        for header in http.header_map.headers:
+            key = header.key.lower()
+            if key in _VIEW_HEADERS:
+                raw = header.raw_value
+                found.setdefault(key, []).append(
+                    raw.decode("utf-8", "replace") if raw else header.value
+                )
+            elif key.startswith(JWT_HEADER_PREFIX) and key not in jwt_headers:
+                jwt_headers.append(key)
+        self.authorization = _joined(found, "authorization", ",")
+        self.cookie = _joined(found, "cookie", "; ")
+        self.cluster_authorization = _joined(found, CLUSTER_AUTHORIZATION_HEADER, ",")
+        self.jwt_headers = tuple(jwt_headers)
+
+
+def _joined(found: dict[str, list[str]], key: str, separator: str) -> str | None:
+    values = found.get(key)
+    return separator.join(values) if values else None
 
 
 def request_view(request: CheckRequest) -> RequestView:
@@ -78,9 +96,13 @@ def request_view(request: CheckRequest) -> RequestView:
     headers = http.headers
     if headers:
         authorization = headers.get("authorization")
+        cookie = headers.get("cookie")
+        cluster_authorization = headers.get(CLUSTER_AUTHORIZATION_HEADER)
         jwt_headers = tuple(key for key in headers if key.startswith(JWT_HEADER_PREFIX))
     else:
-        authorization, jwt_headers = _from_header_map(http)
+        raw = _RawHeaders(http)
+        authorization, cookie = raw.authorization, raw.cookie
+        cluster_authorization, jwt_headers = raw.cluster_authorization, raw.jwt_headers
     context: Mapping[str, str] = attributes.context_extensions
     return RequestView(
         authorization=authorization,
@@ -89,6 +111,8 @@ def request_view(request: CheckRequest) -> RequestView:
         path=http.path,
         method=http.method,
         context=context,
+        cookie=cookie,
+        cluster_authorization=cluster_authorization,
     )
 
 
@@ -108,8 +132,9 @@ def check_response(decision: Decision) -> CheckResponse:
     """The CheckResponse Envoy enforces for `decision`.
 
     Allow: status OK and `ok_response` (headers set with OVERWRITE_IF_EXISTS_OR_ADD, a
-    header never both set and removed). Deny: the matching google.rpc code and
-    `denied_response` with status, headers and body. `dynamic_metadata` on both.
+    header never both set and removed, query parameters such as a play `token` removed).
+    Deny: the matching google.rpc code and `denied_response` with status, headers and body.
+    `dynamic_metadata` on both.
     """
     response = CheckResponse()
     fields = response.dynamic_metadata.fields
@@ -130,6 +155,8 @@ def check_response(decision: Decision) -> CheckResponse:
             ok.headers_to_remove.extend(
                 name for name in decision.headers_to_remove if name.lower() not in set_names
             )
+        if decision.query_parameters_to_remove:
+            ok.query_parameters_to_remove.extend(decision.query_parameters_to_remove)
     else:
         response.status.code = _RPC_CODE.get(decision.status, _PERMISSION_DENIED)
         response.status.message = decision.reason.value

@@ -5,8 +5,9 @@ embedded in the process's asyncio loop (RSGI interface: the HTTP parsing and con
 handling are granian's, in Rust). Every method and path that arrives is a Check.
 
 Only Envoy-set headers carry trust: `x-authz-client-ip` (the client address, from
-`authorization_request.headers_to_add`) and `x-authz-policy` (the route's policy, what
-`context_extensions[policy]` is in gRPC mode). The Envoy config must not forward client
+`authorization_request.headers_to_add`), `x-authz-policy` (the route's policy, what
+`context_extensions[policy]` is in gRPC mode) and `x-authz-stream` (`play` on a stream
+route, `context_extensions[stream]`). The Envoy config must not forward client
 `x-authz-*` headers (`allowed_headers`), and `headers_to_add` replaces any it would.
 """
 
@@ -28,7 +29,8 @@ from granian.server.embed import Server
 from authz.core.decision import Decision, Reason, deny, status_of
 from authz.core.headers import JWT_HEADER_PREFIX, legal_header_value
 from authz.core.policy import POLICY_CONTEXT_KEY
-from authz.core.request import RequestView
+from authz.core.request import CLUSTER_AUTHORIZATION_HEADER, RequestView
+from authz.core.stream_check import STREAM_CONTEXT_KEY
 from authz.observability import count_failed_check
 from authz.settings.addresses import split_host_port
 
@@ -39,6 +41,7 @@ __all__ = [
     "POLICY_HEADER",
     "REASON_HEADER",
     "REMOVE_HEADER",
+    "STREAM_HEADER",
     "SUB_HEADER",
     "Answer",
     "Check",
@@ -56,6 +59,7 @@ Check = Callable[[RequestView], Awaitable[Decision]]
 
 CLIENT_IP_HEADER = "x-authz-client-ip"
 POLICY_HEADER = "x-authz-policy"
+STREAM_HEADER = "x-authz-stream"
 # Envoy's raw-HTTP ext_authz client strips the headers named here from the upstream request.
 REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 # Envoy turns these into dynamic metadata (`dynamic_metadata_from_headers`) for its access
@@ -77,6 +81,11 @@ _BACKLOG = 1024
 
 
 _NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
+# Envoy-set headers standing for the gRPC door's context_extensions.
+_CONTEXT_HEADERS = {POLICY_HEADER: POLICY_CONTEXT_KEY, STREAM_HEADER: STREAM_CONTEXT_KEY}
+_VIEW_HEADERS = frozenset(
+    {"authorization", "cookie", CLUSTER_AUTHORIZATION_HEADER, CLIENT_IP_HEADER, *_CONTEXT_HEADERS}
+)
 
 
 class Headers(Protocol):
@@ -108,34 +117,40 @@ class Responder(Protocol):
 def request_view(method: str, path: str, query: str, headers: list[tuple[str, str]]) -> RequestView:
     """The RequestView of one Envoy authorization request.
 
-    Repeated values are joined with "," as the gRPC door's header map does: for
-    `authorization` that is what the gRPC door decides on; a joined `x-authz-client-ip` or
-    `x-authz-policy` (only a misconfigured Envoy sends two) names no address and no policy,
-    so it is refused (ip_not_allowed while the IP filter is on, unknown_policy).
+    Repeated values are joined with "," as the gRPC door's header map does (cookies with
+    "; ", RFC 6265 section 5.4): for `authorization` that is what the gRPC door decides on;
+    a joined `x-authz-client-ip`, `x-authz-policy` or `x-authz-stream` (only a
+    misconfigured Envoy sends two) names no address, policy or stream kind, so it is
+    refused (ip_not_allowed while the IP filter is on, unknown_policy).
     """
-    authorization: list[str] = []
-    client_ip: list[str] = []
-    policy: list[str] = []
+    found: dict[str, list[str]] = {}
     jwt_headers: list[str] = []
     for name, value in headers:
         key = name.lower()
-        if key == "authorization":
-            authorization.append(value)
-        elif key.startswith(JWT_HEADER_PREFIX):
-            if key not in jwt_headers:
-                jwt_headers.append(key)
-        elif key == CLIENT_IP_HEADER:
-            client_ip.append(value)
-        elif key == POLICY_HEADER:
-            policy.append(value)
+        if key in _VIEW_HEADERS:
+            found.setdefault(key, []).append(value)
+        elif key.startswith(JWT_HEADER_PREFIX) and key not in jwt_headers:
+            jwt_headers.append(key)
+    context = {
+        context_key: ",".join(found[header])
+        for header, context_key in _CONTEXT_HEADERS.items()
+        if header in found
+    }
     return RequestView(
-        authorization=",".join(authorization) if authorization else None,
-        source_ip=",".join(client_ip) if client_ip else None,
+        authorization=_joined(found, "authorization", ","),
+        source_ip=_joined(found, CLIENT_IP_HEADER, ","),
         jwt_headers=tuple(jwt_headers),
         path=f"{path}?{query}" if query else path,
         method=method,
-        context=MappingProxyType({POLICY_CONTEXT_KEY: ",".join(policy)}) if policy else _NO_CONTEXT,
+        context=MappingProxyType(context) if context else _NO_CONTEXT,
+        cookie=_joined(found, "cookie", "; "),
+        cluster_authorization=_joined(found, CLUSTER_AUTHORIZATION_HEADER, ","),
     )
+
+
+def _joined(found: dict[str, list[str]], key: str, separator: str) -> str | None:
+    values = found.get(key)
+    return separator.join(values) if values else None
 
 
 @dataclass(frozen=True, slots=True)

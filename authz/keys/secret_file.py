@@ -1,4 +1,4 @@
-"""Watching the HS256 secret file (AUTHZ_HS256_SECRET_FILE) for rotation.
+"""Watching a secret file (AUTHZ_HS256_SECRET_FILE, AUTHZ_STREAM_SECRET_FILE) for rotation.
 
 The format and its validation are `authz.keys.secrets.read_secret_file`'s (the same rules
 at start and on every reload); the first secret signs, all verify.
@@ -41,8 +41,15 @@ class SecretFileWatcher:
     """Reloads the secret file into a KeyStore whenever it changes; keeps the last good
     secrets when it becomes missing, unreadable, empty or invalid (logged and counted)."""
 
-    def __init__(self, path: str, store: KeyStore, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        path: str,
+        store: KeyStore,
+        poll_seconds: float = POLL_SECONDS,
+        setting: str = "AUTHZ_HS256_SECRET_FILE",
+    ) -> None:
         self._path = path
+        self._setting = setting
         self._store = store
         self._poll_seconds = poll_seconds
         self._seen: _Signature | None = None
@@ -78,13 +85,14 @@ class SecretFileWatcher:
         self._seen = signature
         try:
             if signature is None:
-                raise SettingsError("AUTHZ_HS256_SECRET_FILE", f"cannot stat {self._path}")
-            secrets = read_secret_file(self._path)
+                raise SettingsError(self._setting, f"cannot stat {self._path}")
+            secrets = read_secret_file(self._path, self._setting)
         except SettingsError as exc:
             SECRET_RELOAD_FAILURE.inc()
             log.warning("secret file unusable; keeping the last good secrets",
-                        extra={"path": self._path, "error": str(exc)})
+                        extra={"path": self._path, "setting": self._setting, "error": str(exc)})
             return
         self._store.set_file_secrets(secrets)
         SECRET_RELOAD_SUCCESS.inc()
-        log.info("secret file loaded", extra={"path": self._path, "secrets": len(secrets)})
+        log.info("secret file loaded",
+                 extra={"path": self._path, "setting": self._setting, "secrets": len(secrets)})

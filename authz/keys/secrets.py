@@ -26,14 +26,13 @@ def hmac_secrets(file_secrets: tuple[bytes, ...], plain: str | None) -> tuple[by
     return tuple(dict.fromkeys(file_secrets + plain_secrets))
 
 
-def read_secret_file(path: str) -> tuple[bytes, ...]:
+def read_secret_file(path: str, setting: str = env_name("hs256_secret_file")) -> tuple[bytes, ...]:
     """The HMAC secrets in `path`: one per line, blank lines ignored, each at least 32 bytes.
 
     Line endings (LF or CRLF) are not part of a secret; nothing else is stripped. Raises
-    `SettingsError` (naming AUTHZ_HS256_SECRET_FILE) when the file cannot be read, is too
-    large, holds no secret or holds a short one.
+    `SettingsError` (naming `setting`, AUTHZ_HS256_SECRET_FILE unless told) when the file
+    cannot be read, is too large, holds no secret or holds a short one.
     """
-    setting = env_name("hs256_secret_file")
     try:
         with open(path, "rb") as stream:
             data = stream.read(_MAX_SECRET_FILE_BYTES + 1)

@@ -17,6 +17,7 @@ __all__ = [
     "OKP_ALGS",
     "PUBLIC_ALGS",
     "RSA_ALGS",
+    "STREAM_ALGS",
     "KeySnapshot",
     "PublicKey",
     "secret_id",
@@ -28,6 +29,9 @@ RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGS = frozenset({"ES256", "ES384", "ES512"})
 OKP_ALGS = frozenset({"EdDSA"})
 PUBLIC_ALGS = RSA_ALGS | EC_ALGS | OKP_ALGS
+# Ant Media signs stream tokens with HS256 only (SPEC section 9): the stream secrets verify
+# nothing else.
+STREAM_ALGS = frozenset({"HS256"})
 # RFC 7518 3.2: an HMAC key must be at least as long as the hash output, so a secret
 # verifies only the HS algorithms its length allows.
 HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -92,14 +96,22 @@ class KeySnapshot:
     # secret and the alg, so a cached verification follows both.
     hmac_keys: dict[str, tuple[tuple[bytes, str], ...]] = field(default_factory=dict)
     key_ids: frozenset[str] = frozenset()
+    # The HS algorithms the secrets may verify, and the purpose every identity is prefixed
+    # with: the stream secrets verify HS256 only, and a verification cached for one purpose
+    # is never served for another, even when both hold the same secret.
+    hmac_algs: frozenset[str] = HMAC_ALGS
+    purpose: str = ""
 
     @staticmethod
     def build(
         secrets: tuple[bytes, ...] = (),
         jwks_configured: bool = False,
         public_keys: tuple[PublicKey, ...] | None = None,
+        hmac_algs: frozenset[str] = HMAC_ALGS,
+        purpose: str = "",
     ) -> KeySnapshot:
-        """A snapshot; `public_keys=None` means no key set has been loaded yet."""
+        """A snapshot; `public_keys=None` means no key set has been loaded yet. `hmac_algs`
+        limits what the secrets verify; `purpose` (e.g. `stream`) prefixes their identities."""
         keys = public_keys or ()
         by_kid: dict[str, list[PublicKey]] = {}
         for key in keys:
@@ -116,13 +128,15 @@ class KeySnapshot:
                     choice = (key, f"{mode}:{alg}:{key.ident}")
                     candidates.setdefault((kid, alg), []).append(choice)
         identities = [secret_id(s) for s in secrets]
+        prefix = f"{purpose}:" if purpose else ""
         hmac_keys = {
             alg: tuple(
-                (s, f"{alg}:{ident}")
+                (s, f"{prefix}{alg}:{ident}")
                 for s, ident in zip(secrets, identities, strict=True)
                 if len(s) >= size
             )
             for alg, size in HMAC_MIN_SECRET_BYTES.items()
+            if alg in hmac_algs
         }
         tried = {pair: tuple(group[:MAX_KEY_CANDIDATES]) for pair, group in candidates.items()}
         choices = (*hmac_keys.values(), *tried.values())
@@ -136,15 +150,21 @@ class KeySnapshot:
             candidates=tried,
             hmac_keys={alg: fitting for alg, fitting in hmac_keys.items() if fitting},
             key_ids=key_ids,
+            hmac_algs=hmac_algs,
+            purpose=purpose,
         )
 
     def with_secrets(self, secrets: tuple[bytes, ...]) -> KeySnapshot:
         """A copy with the HMAC secrets replaced."""
-        return KeySnapshot.build(secrets, self.jwks_configured, self._loaded_keys())
+        return KeySnapshot.build(
+            secrets, self.jwks_configured, self._loaded_keys(), self.hmac_algs, self.purpose
+        )
 
     def with_public_keys(self, keys: tuple[PublicKey, ...]) -> KeySnapshot:
         """A copy with a freshly loaded JWKS key set."""
-        return KeySnapshot.build(self.secrets, self.jwks_configured, keys)
+        return KeySnapshot.build(
+            self.secrets, self.jwks_configured, keys, self.hmac_algs, self.purpose
+        )
 
     def _loaded_keys(self) -> tuple[PublicKey, ...] | None:
         return self.public_keys if self.jwks_loaded else None

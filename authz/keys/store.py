@@ -15,9 +15,9 @@ import threading
 from typing import Protocol
 
 from authz.keys.secrets import hmac_secrets
-from authz.keys.snapshot import KeySnapshot, PublicKey
+from authz.keys.snapshot import STREAM_ALGS, KeySnapshot, PublicKey
 
-__all__ = ["KeySettings", "KeyStore"]
+__all__ = ["KeySettings", "KeyStore", "StreamKeySettings"]
 
 
 class KeySettings(Protocol):
@@ -33,6 +33,16 @@ class KeySettings(Protocol):
     def jwks_url(self) -> str | None: ...
 
 
+class StreamKeySettings(Protocol):
+    """The stream-secret settings (`authz.settings.model.Settings` is one)."""
+
+    @property
+    def stream_secret(self) -> str | None: ...
+
+    @property
+    def stream_file_secrets(self) -> tuple[bytes, ...]: ...
+
+
 class KeyStore:
     """The current KeySnapshot in `snapshot`, plus the swaps the key sources use."""
 
@@ -43,6 +53,20 @@ class KeyStore:
             secrets=hmac_secrets(settings.hs256_file_secrets, self._plain_secret),
             jwks_configured=settings.jwks_url is not None,
         )
+
+    @classmethod
+    def of_stream_secrets(cls, settings: StreamKeySettings) -> KeyStore:
+        """The store of the stream secrets (AUTHZ_STREAM_SECRET, AUTHZ_STREAM_SECRET_FILE):
+        HS256 only, identities apart from the REST secrets'; the same watcher reloads it."""
+        store = cls.__new__(cls)
+        store._plain_secret = settings.stream_secret
+        store._lock = threading.Lock()
+        store.snapshot = KeySnapshot.build(
+            secrets=hmac_secrets(settings.stream_file_secrets, settings.stream_secret),
+            hmac_algs=STREAM_ALGS,
+            purpose="stream",
+        )
+        return store
 
     def set_file_secrets(self, file_secrets: tuple[bytes, ...]) -> None:
         """Swap in freshly read secret-file lines (the plain secret is kept after them)."""

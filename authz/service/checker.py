@@ -21,8 +21,10 @@ from typing import Any, Protocol
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason, deny
 from authz.core.request import RequestView
+from authz.core.stream_check import StreamKeys
 from authz.core.token_cache import TokenCache
-from authz.keys.snapshot import KeySnapshot
+from authz.keys.snapshot import STREAM_ALGS, KeySnapshot
+from authz.keys.store import KeyStore
 from authz.observability import count_check, count_token_cache_lookup, log_internal_error
 from authz.settings.model import Settings
 
@@ -61,7 +63,7 @@ class SnapshotSource(Protocol):
 
 
 class Checker:
-    """Decides RequestViews against the live key material; shared by the gRPC and HTTP fronts."""
+    """Decides RequestViews against the live key material; shared by every front door."""
 
     def __init__(
         self,
@@ -69,15 +71,32 @@ class Checker:
         keys: SnapshotSource,
         refresh_unknown_kid: Callable[[float], Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], float] = time.time,
+        stream_keys: SnapshotSource | None = None,
     ) -> None:
         self._settings = settings
         self._keys = keys
         self._refresh = refresh_unknown_kid
         self._clock = clock
+        # The stream secrets (reloaded by their own watcher when `stream_keys` is a store)
+        # and the cluster secret (fixed), apart from the REST keys.
+        self._stream_source = stream_keys or KeyStore.of_stream_secrets(settings)
+        self._cluster = (
+            KeySnapshot.build(
+                (settings.cluster_secret.encode(),), hmac_algs=STREAM_ALGS, purpose="cluster"
+            )
+            if settings.cluster_secret
+            else None
+        )
+        self._streams = StreamKeys(self._stream_source.snapshot, self._cluster)
         # Claims beyond sub/iss/aud and the times are read only by required_claims and
-        # forward_claims rules; without any, cache entries need not keep them.
+        # forward_claims rules and by the stream rules (streamId, type); without any, cache
+        # entries need not keep them.
         policies = (settings.default_policy, *settings.policies.values())
-        keep_claims = any(p.required_claims or p.forward_claims for p in policies)
+        keep_claims = (
+            any(p.required_claims or p.forward_claims for p in policies)
+            or settings.play_jwt_enabled
+            or settings.publish_jwt_enabled
+        )
         self._cache = TokenCache(
             settings.token_cache_size, keep_claims, on_lookup=count_token_cache_lookup
         )
@@ -86,7 +105,12 @@ class Checker:
 
     def decide_now(self, view: RequestView) -> Decision:
         """Decide without waiting on anything (may answer unknown_kid)."""
-        return decide(view, self._keys.snapshot, self._settings, self._clock(), self._cache)
+        streams = self._streams
+        if streams.play is not self._stream_source.snapshot:  # the stream secrets reloaded
+            streams = self._streams = StreamKeys(self._stream_source.snapshot, self._cluster)
+        return decide(
+            view, self._keys.snapshot, self._settings, self._clock(), self._cache, streams
+        )
 
     def refresh_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run kid-triggered JWKS refreshes of `check_blocking` on `loop` (the key sources')."""

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from authz.fronts.grpc import add_threaded_authorization_service, add_threaded_health_service
 from authz.fronts.http import HttpFront
 from authz.fronts.probes import HttpEndpoint
+from authz.fronts.webhook import WebhookFront
 from authz.keys.jwks_source import JWKSSource
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
@@ -89,7 +91,8 @@ def grpc_server(threads: int = GRPC_THREADS) -> grpc.Server:
 
 
 class Service:
-    """One authz process: gRPC front, metrics/probe endpoint, key sources."""
+    """One authz process: gRPC front, the optional HTTP and webhook doors, metrics/probe
+    endpoint, key sources."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry = REGISTRY) -> None:
         self.settings = settings
@@ -104,12 +107,23 @@ class Service:
             if settings.jwks_url
             else None
         )
+        self.stream_store = KeyStore.of_stream_secrets(settings)
         self.checker = Checker(
-            settings, self.store, self.jwks.refresh_unknown_kid if self.jwks else None
+            settings,
+            self.store,
+            self.jwks.refresh_unknown_kid if self.jwks else None,
+            stream_keys=self.stream_store,
         )
         self.watcher = (
             SecretFileWatcher(settings.hs256_secret_file, self.store)
             if settings.hs256_secret_file
+            else None
+        )
+        self.stream_watcher = (
+            SecretFileWatcher(
+                settings.stream_secret_file, self.stream_store, setting="AUTHZ_STREAM_SECRET_FILE"
+            )
+            if settings.stream_secret_file
             else None
         )
         self.grpc_server = grpc_server()
@@ -120,6 +134,13 @@ class Service:
         self.http_front = (
             HttpFront(settings.http_authz_address, self.checker.check)
             if settings.http_authz_address
+            else None
+        )
+        self.webhook_front = (
+            WebhookFront(
+                settings.ams_webhook_address, partial(self.checker.check, transport="webhook")
+            )
+            if settings.ams_webhook_address
             else None
         )
         self._accepting = False
@@ -142,9 +163,15 @@ class Service:
             await self.http_front.start()
             front = self.http_front
             self.add_stop(lambda: front.stop(DRAIN_GRACE_SECONDS))
+        if self.webhook_front is not None:
+            await self.webhook_front.start()
+            webhook = self.webhook_front
+            self.add_stop(lambda: webhook.stop(DRAIN_GRACE_SECONDS))
         self._accepting = True
         if self.watcher is not None:
             self.watcher.start()
+        if self.stream_watcher is not None:
+            self.stream_watcher.start()
         if self.jwks is not None:
             self.jwks.start()
         asyncio.get_running_loop().create_task(self._follow_readiness())
@@ -154,6 +181,7 @@ class Service:
                 "grpc_address": self.settings.grpc_address,
                 "http_address": self.settings.http_address,
                 "http_authz_address": self.settings.http_authz_address,
+                "ams_webhook_address": self.settings.ams_webhook_address,
                 "jwks": self.jwks is not None,
                 "secrets": len(self.store.snapshot.secrets),
             },
@@ -194,6 +222,8 @@ class Service:
         await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
         if self.watcher is not None:
             await self.watcher.stop()
+        if self.stream_watcher is not None:
+            await self.stream_watcher.stop()
         if self.jwks is not None:
             await self.jwks.stop()
         self._stopped.set()

@@ -18,6 +18,10 @@ AMS_KEYS = {
     "settings.jwtSecretKey": "hs256_secret",
     "settings.jwksURL": "jwks_url",
     "settings.remoteAllowedCIDR": "allowed_cidrs",
+    "settings.jwtStreamSecretKey": "stream_secret",
+    "settings.playJwtControlEnabled": "play_jwt_enabled",
+    "settings.publishJwtControlEnabled": "publish_jwt_enabled",
+    "settings.clusterCommunicationKey": "cluster_secret",
 }
 
 

@@ -9,7 +9,14 @@ from authz.settings.addresses import split_host_port
 from authz.settings.errors import SettingsError, env_name
 from authz.settings.model import Settings
 
-__all__ = ["NO_KEY", "check_addresses", "check_key_source", "has_key_source", "start_warnings"]
+__all__ = [
+    "NO_KEY",
+    "check_addresses",
+    "check_key_source",
+    "check_stream_secret",
+    "has_key_source",
+    "start_warnings",
+]
 
 NO_KEY = (
     "JWT checking is on but no key is configured: set AUTHZ_HS256_SECRET, "
@@ -29,11 +36,25 @@ def check_key_source(settings: Settings) -> None:
         raise SettingsError("AUTHZ_JWT_ENABLED", NO_KEY)
 
 
+def check_stream_secret(settings: Settings) -> None:
+    """Raise `SettingsError` when a stream token switch is on without a stream secret."""
+    if settings.stream_secrets:
+        return
+    for key in ("play_jwt_enabled", "publish_jwt_enabled"):
+        if getattr(settings, key):
+            raise SettingsError(
+                env_name(key),
+                "stream tokens are checked but no stream secret is configured: set "
+                "AUTHZ_STREAM_SECRET or AUTHZ_STREAM_SECRET_FILE "
+                "(Ant Media: settings.jwtStreamSecretKey)",
+            )
+
+
 def check_addresses(settings: Settings) -> None:
     """Raise `SettingsError` when two listen addresses share a port on one host."""
     # Two listeners on one port would fail at bind time with a less helpful message.
     seen: list[tuple[str, str, int]] = []
-    for key in ("grpc_address", "http_address", "http_authz_address"):
+    for key in ("grpc_address", "http_address", "http_authz_address", "ams_webhook_address"):
         address: str | None = getattr(settings, key)
         if address is None:
             continue
@@ -74,4 +95,17 @@ def start_warnings(settings: Settings) -> tuple[str, ...]:
                 f"(policies: {', '.join(unchecked)}): set AUTHZ_ISSUER or AUTHZ_AUDIENCE, or "
                 "the policy's issuer or audience (RFC 8725 sections 3.8, 3.9, 3.12)"
             )
+    if set(settings.stream_secrets) & set(settings.hs256_secrets):
+        warnings.append(
+            "AUTHZ_STREAM_SECRET: a stream secret is also a REST (HS256) secret: a stream "
+            "token then verifies on REST routes too; give Ant Media's jwtStreamSecretKey and "
+            "jwtSecretKey different values"
+        )
+    if settings.ams_webhook_address is not None and not (
+        settings.play_jwt_enabled or settings.publish_jwt_enabled
+    ):
+        warnings.append(
+            "AUTHZ_AMS_WEBHOOK_ADDRESS: both AUTHZ_PLAY_JWT_ENABLED and "
+            "AUTHZ_PUBLISH_JWT_ENABLED are off: the webhook allows every stream (jwt_disabled)"
+        )
     return tuple(warnings)

@@ -270,4 +270,10 @@ CONVERTERS: dict[str, Callable[[object], object]] = {
     "jwt_enabled": boolean,
     "log_level": log_level,
     "token_cache_size": cache_size,
+    "stream_secret": secret,
+    "stream_secret_file": optional_text,
+    "play_jwt_enabled": boolean,
+    "publish_jwt_enabled": boolean,
+    "ams_webhook_address": lambda v: address(v) if text(v) else None,
+    "cluster_secret": secret,
 }

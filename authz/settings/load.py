@@ -15,7 +15,7 @@ import yaml
 
 from authz.keys.secrets import read_secret_file
 from authz.settings.ams import read_ams
-from authz.settings.checks import check_addresses, check_key_source
+from authz.settings.checks import check_addresses, check_key_source, check_stream_secret
 from authz.settings.convert import CONVERTERS, Raw
 from authz.settings.errors import SettingsError, env_name, suggest
 from authz.settings.model import Settings
@@ -117,7 +117,13 @@ def load_settings(
     if settings.hs256_secret_file is not None:
         file_secrets = read_secret_file(settings.hs256_secret_file)
         settings = replace(settings, hs256_file_secrets=file_secrets)
+    if settings.stream_secret_file is not None:
+        stream_secrets = read_secret_file(
+            settings.stream_secret_file, env_name("stream_secret_file")
+        )
+        settings = replace(settings, stream_file_secrets=stream_secrets)
     check_key_source(settings)
+    check_stream_secret(settings)
     check_addresses(settings)
     if policies_yaml is not None:
         settings = replace(settings, policies=read_policies(policies_yaml, settings))

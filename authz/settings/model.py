@@ -19,7 +19,8 @@ class Settings:
     """Every setting of SPEC section 2 plus the project's own (cache size, CA bundle, policies).
 
     `hs256_file_secrets` holds the lines of `hs256_secret_file` as read at start;
-    `hs256_secrets` is what the key snapshot starts with.
+    `hs256_secrets` is what the key snapshot starts with; `stream_file_secrets` and
+    `stream_secrets` are the same for the stream secrets (SPEC section 9).
     """
 
     grpc_address: str = "0.0.0.0:9001"
@@ -38,8 +39,15 @@ class Settings:
     jwt_enabled: bool = True
     log_level: LogLevel = "info"
     token_cache_size: int = 100_000
+    stream_secret: str | None = field(default=None, repr=False)
+    stream_secret_file: str | None = None
+    play_jwt_enabled: bool = False
+    publish_jwt_enabled: bool = False
+    ams_webhook_address: str | None = None
+    cluster_secret: str | None = field(default=None, repr=False)
     policies: dict[str, Policy] = field(default_factory=dict)
     hs256_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    stream_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     # Built once in __post_init__: every Check without a route policy reads it, and
     # building a Policy per Check cost about 0.7 us of a 3.4 us decision.
     default_policy: Policy = field(init=False, repr=False, compare=False)
@@ -61,6 +69,11 @@ class Settings:
     def hs256_secrets(self) -> tuple[bytes, ...]:
         """The HMAC secrets at start: the secret file's lines, then the plain secret."""
         return self.secrets_with(self.hs256_file_secrets)
+
+    @property
+    def stream_secrets(self) -> tuple[bytes, ...]:
+        """The stream secrets at start: the stream secret file's lines, then the plain one."""
+        return hmac_secrets(self.stream_file_secrets, self.stream_secret)
 
     def secrets_with(self, file_secrets: tuple[bytes, ...]) -> tuple[bytes, ...]:
         """The HMAC secrets given the secret file's current lines, in

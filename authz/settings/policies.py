@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
+from authz.core.extract import DEFAULT_TOKEN_SOURCES, TokenSource, parse_token_source
 from authz.core.headers import JWT_HEADER_PREFIX, SUB_HEADER, is_header_name
 from authz.core.policy import ClaimRule, JSONValue, Policy
 from authz.settings import convert
@@ -18,6 +19,7 @@ __all__ = ["CLAIM_OPS", "POLICY_KEYS", "read_policies"]
 
 POLICY_KEYS = (
     "jwt_enabled", "allowed_cidrs", "issuer", "audience", "required_claims", "forward_claims",
+    "token_sources",
 )
 CLAIM_OPS: tuple[Literal["equals", "one_of", "contains"], ...] = ("equals", "one_of", "contains")
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -70,14 +72,32 @@ def _policy(name: str, body: object, settings: Settings) -> Policy:
         audiences=read("audience", convert.string_list, settings.audience),
         required_claims=read("required_claims", _claim_rules, ()),
         forward_claims=read("forward_claims", _forward_claims, ()),
+        token_sources=read("token_sources", _token_sources, DEFAULT_TOKEN_SOURCES),
     )
     if policy.jwt_enabled and not has_key_source(settings):
         raise SettingsError(f"{prefix}.jwt_enabled", NO_KEY)
     if not policy.jwt_enabled:
-        for key in ("required_claims", "forward_claims"):
+        for key in ("required_claims", "forward_claims", "token_sources"):
             if fields.get(key):
                 raise SettingsError(f"{prefix}.{key}", "needs JWT checking on for this policy")
     return policy
+
+
+def _token_sources(value: object) -> tuple[TokenSource, ...]:
+    """`[header:authorization, query:token, cookie:jwt]`: where the token comes from."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            "must be a non-empty list of header:authorization, query:NAME or cookie:NAME"
+        )
+    sources: list[TokenSource] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"sources must be strings like query:token, got {shown(item)}")
+        source = parse_token_source(item.strip())
+        if source in sources:
+            raise ValueError(f"{shown(str(source))} is listed twice")
+        sources.append(source)
+    return tuple(sources)
 
 
 def _claim_value(value: object) -> JSONValue:

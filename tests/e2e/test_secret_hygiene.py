@@ -45,6 +45,7 @@ JWKS_CREDENTIAL = "jwks-query-credential-5f3a9c"
 JWKS_USER = "hygiene-jwks-user"
 JWKS_PASSWORD = "jwks-userinfo-password-2b7d41"
 REDIRECT_PASSWORD = "jwks-redirect-password-e81f06"
+STREAM_SECRET = "hygiene-stream-secret-0123456789abcdef"
 ISSUER = "https://issuer.example"
 AUDIENCE = "media-api"
 CONFIG = """\
@@ -108,6 +109,21 @@ GRPC_CASES: list[tuple[str, dict[str, str], Reason]] = [
 ]
 
 
+def _play(stream_id: str, kind: str = "play") -> str:
+    claims = {"streamId": stream_id, "type": kind, "exp": time.time() + 600}
+    return mint_hmac(claims, STREAM_SECRET.encode())
+
+
+# Stream routes over gRPC (context_extensions stream: play): path, method, reason.
+STREAM_PATH = "/LiveApp/streams/stream1.m3u8"
+STREAM_CASES: list[tuple[str, str, Reason]] = [
+    (f"{STREAM_PATH}?token={_play('stream1')}", "GET", Reason.OK),
+    (f"{STREAM_PATH}?token={_play('other')}", "GET", Reason.STREAM_MISMATCH),
+    (f"/LiveApp/streams/?token={_play('stream1')}", "GET", Reason.NO_STREAM_ID),
+    (f"{STREAM_PATH}?token={_play('stream1')}", "POST", Reason.METHOD_NOT_ALLOWED),
+]
+
+
 def _forms(secret: str) -> list[str]:
     raw = secret.encode()
     return [secret, base64.b64encode(raw).decode(), b64url(raw), binascii.hexlify(raw).decode()]
@@ -116,9 +132,12 @@ def _forms(secret: str) -> list[str]:
 def _needles() -> list[str]:
     tokens = [t for t, _ in ENVOY_CASES if t] + [t for t, _ in STRICT_CASES]
     tokens += [t for t, _, _ in GRPC_CASES]
+    tokens += [path.split("token=")[1] for path, _, _ in STREAM_CASES]
     needles = list(tokens)
     needles += [t.rsplit(".", 1)[1] for t in tokens if len(t.rsplit(".", 1)[-1]) >= 16]
-    for secret in (SECRET, *FILE_SECRETS, JWKS_CREDENTIAL, JWKS_PASSWORD, REDIRECT_PASSWORD):
+    secrets = (SECRET, STREAM_SECRET, *FILE_SECRETS, JWKS_CREDENTIAL, JWKS_PASSWORD,
+               REDIRECT_PASSWORD)
+    for secret in secrets:
         needles += _forms(secret)
     needles.append(JWKS_USER)
     return needles
@@ -140,6 +159,8 @@ def emitted() -> Iterator[str]:
             "AUTHZ_ISSUER": ISSUER,
             "AUTHZ_AUDIENCE": AUDIENCE,
             "AUTHZ_REQUIRE_EXP": "true",
+            "AUTHZ_STREAM_SECRET": STREAM_SECRET,
+            "AUTHZ_PLAY_JWT_ENABLED": "true",
         }
         with echo_upstream() as upstream, run_authz(env, args=("--config", str(config))) as authz, \
                 run_envoy({"authz": authz.grpc_port, "ant_media": upstream},
@@ -160,6 +181,11 @@ def emitted() -> Iterator[str]:
             for token, context, reason in GRPC_CASES:
                 response = grpc_check(authz.grpc_port, check_request(f"Bearer {token}",
                                                                      context=context))
+                assert reason_of(response) == reason.value
+                out.append(response.SerializeToString().decode("latin-1"))
+            for path, method, reason in STREAM_CASES:
+                response = grpc_check(authz.grpc_port, check_request(
+                    None, context={"stream": "play"}, path=path, method=method))
                 assert reason_of(response) == reason.value
                 out.append(response.SerializeToString().decode("latin-1"))
             broken = grpc_check(authz.grpc_port, b"\xff\xff\xff")
