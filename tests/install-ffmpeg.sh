@@ -4,6 +4,8 @@
 # it back over HTTP as a player would.
 # Idempotent and quiet; any failure stops the script with a message.
 set -euo pipefail
+# shellcheck source=tests/apt-install.sh
+. "$(dirname "$0")/apt-install.sh"
 
 fail() { echo "install-ffmpeg: $*" >&2; exit 1; }
 
@@ -12,20 +14,7 @@ installed() {
 }
 
 if ! installed; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  log="$(mktemp)"
-  trap 'rm -f "$log"' EXIT
-  apt_install() {
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      ffmpeg >>"$log" 2>&1
-  }
-  # Package lists that are missing or stale (a candidate the mirror no longer has) need an
-  # update first; a fresh list installs without one.
-  if ! apt_install; then
-    $SUDO apt-get update -qq >>"$log" 2>&1 || { cat "$log" >&2; fail "apt-get update failed"; }
-    apt_install || { cat "$log" >&2; fail "apt-get install ffmpeg failed"; }
-  fi
+  apt_install install-ffmpeg ffmpeg
   installed || fail "ffmpeg is installed but ffmpeg or ffprobe is not on PATH"
 fi
 ffmpeg -hide_banner -version >/dev/null 2>&1 || fail "ffmpeg does not run"
