@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+__all__ = ["stream_id_of"]
+
 # Every segment holds only what Ant Media's StreamIdValidator allows in a stream id (letters,
 # digits, `.`, `_`, `-`) and is no dot segment, so no percent-encoding, path parameter,
 # backslash or odd byte can make the servlet container serve another file than the one named.
