@@ -5,6 +5,8 @@
 # foreground process with its own CATALINA_BASE, never as a system service.
 # Idempotent and quiet; any failure stops the script with a message.
 set -euo pipefail
+# shellcheck source=tests/apt-install.sh
+. "$(dirname "$0")/apt-install.sh"
 
 home=/usr/share/tomcat10
 fail() { echo "install-tomcat: $*" >&2; exit 1; }
@@ -15,22 +17,9 @@ installed() {
 }
 
 if ! installed; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  log="$(mktemp)"
-  trap 'rm -f "$log"' EXIT
   # The package's postinst may try to start the tomcat10 service; there is no init here and
   # the tests start their own Tomcat, so only the files matter.
-  apt_install() {
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      tomcat10 >>"$log" 2>&1
-  }
-  # Package lists that are missing or stale (a candidate the mirror no longer has) need an
-  # update first; a fresh list installs without one.
-  if ! apt_install; then
-    $SUDO apt-get update -qq >>"$log" 2>&1 || { cat "$log" >&2; fail "apt-get update failed"; }
-    apt_install || { cat "$log" >&2; fail "apt-get install tomcat10 failed"; }
-  fi
+  apt_install install-tomcat tomcat10
   installed || fail "tomcat10 is installed but $home or Jasper's compiler is missing"
 fi
 java -version >/dev/null 2>&1 || fail "java does not run (tomcat10's dependencies bring it)"

@@ -15,8 +15,11 @@ settings). The webapps:
   "root-panel" (`/`, everything else).
 
 Each servlet is tests/tomcat_echo.jsp, which answers 200 with a JSON object of what Tomcat
-handed it; `served()` reads that into a `Served`. The conftest's session fixture `tomcat`
-starts one for the whole run; a test sends bytes with `tomcat.send_raw(...)`.
+handed it; `served()` reads that into a `Served`. A file a test puts into a webapp, e.g. HLS
+files into `tomcat.streams_dir("LiveApp")`, is served instead by Tomcat's DefaultServlet as
+Ant Media serves its stream files (resource caching is off, so a rewritten file is served as
+it now is). The conftest's session fixture `tomcat` starts one for the whole run; a test
+sends bytes with `tomcat.send_raw(...)`.
 """
 
 from __future__ import annotations
@@ -83,6 +86,10 @@ tomcat.util.scan.StandardJarScanFilter.jarsToSkip=*
 tomcat.util.scan.StandardJarScanFilter.jarsToScan=
 org.apache.catalina.startup.EXIT_ON_INIT_FAILURE=true
 """
+# Per webapp: no resource cache, so a file a test rewrites is served as it now is.
+_CONTEXT_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Context><Resources cachingAllowed="false"/></Context>
+"""
 _JVM_OPTIONS = "-Xms32m -Xmx128m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 
 
@@ -114,6 +121,8 @@ def write_base(base: Path, port: int) -> None:
         web_inf = base / "webapps" / app / "WEB-INF"
         web_inf.mkdir(parents=True)
         (web_inf / "web.xml").write_text(_web_xml(servlets))
+        (web_inf.parent / "META-INF").mkdir()
+        (web_inf.parent / "META-INF" / "context.xml").write_text(_CONTEXT_XML)
         shutil.copyfile(ECHO_JSP, web_inf / "echo.jsp")
         if "/" not in servlets.values():
             (web_inf.parent / "play.html").write_bytes(PLAYER_PAGE)
@@ -189,6 +198,11 @@ class Tomcat:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def streams_dir(self, app: str = "LiveApp") -> Path:
+        """`app`'s streams/ folder on disk, where Ant Media keeps its stream files: what a
+        test puts there Tomcat serves at `/{app}/streams/...`."""
+        return self.base / "webapps" / app / "streams"
 
     def send_raw(self, data: bytes, timeout: float = 10.0) -> RawResponse:
         """Send `data` byte for byte to Tomcat and read its answer (harness.send_raw)."""

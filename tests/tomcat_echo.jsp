@@ -2,6 +2,9 @@
   The servlet behind every mapping of tests/tomcat.py's webapps: answers 200 with a JSON
   object of what Tomcat handed it. isErrorPage="true" makes Jasper skip its GET/POST/HEAD
   check, so PUT, DELETE, OPTIONS ... reach it too, as they reach Ant Media's REST servlet.
+  A request for a file that exists in the webapp (a test put it there, e.g. HLS files under
+  streams/) goes to Tomcat's DefaultServlet instead, which serves it as Ant Media serves its
+  stream files.
 --%><%@ page contentType="application/json; charset=UTF-8" session="false"
     isErrorPage="true" trimDirectiveWhitespaces="true"
     import="java.util.Enumeration" %><%!
@@ -24,6 +27,14 @@
     return b.append('"').toString();
   }
 %><%
+  String within = request.getServletPath()
+      + (request.getPathInfo() == null ? "" : request.getPathInfo());
+  String file = application.getRealPath(within);
+  if (file != null && new java.io.File(file).isFile()) {
+    response.reset();  // the page directive set a JSON content type and charset
+    application.getNamedDispatcher("default").forward(request, response);
+    return;
+  }
   // Every header value as a [name, value] pair, in the order Tomcat lists them. The Servlet
   // API gives each name once (its first spelling) with all of its values.
   StringBuilder headers = new StringBuilder("[");
