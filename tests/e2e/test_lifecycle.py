@@ -26,7 +26,6 @@ import grpc
 import pytest
 
 from authz.fronts.grpc import CHECK_METHOD_PATH
-from authz.service.checker import UNKNOWN_KID_WAIT_SECONDS
 from authz.service.server import DRAIN_GRACE_SECONDS, MAX_CONCURRENT_RPCS
 from tests.credentials import SECRET, hs256
 from tests.harness import (
@@ -169,9 +168,11 @@ def test_second_sigterm_exits_at_once(stack: Stack) -> None:
         stack.authz.process.send_signal(signal.SIGTERM)
         code = stack.authz.process.wait(timeout=5)
         took = time.monotonic() - second
-        # The drain would have waited for the parked Checks (UNKNOWN_KID_WAIT_SECONDS).
-        assert took < UNKNOWN_KID_WAIT_SECONDS / 2, took
-        assert code == 1  # the immediate exit, not the drain's 0
+        # Exit code 1 is the immediate exit, not the drain's 0 (which would also have waited
+        # for the parked Checks); the time bound only catches a hang, with room for a loaded
+        # machine.
+        assert code == 1
+        assert took < 3.0, took
         cut_off = 0
         for future in in_flight:
             try:
@@ -208,9 +209,10 @@ def test_unknown_kid_flood_on_a_hung_jwks_does_not_stall_valid_checks(stack: Sta
         stop.set()
         flooded = sum(f.result() for f in flooders)
     assert flooded > 40
-    # Each was answered 200, so inside Envoy's timeout; the client's own clock adds a
-    # margin on a busy machine.
-    assert max(latencies) < 2 * ENVOY_AUTHZ_TIMEOUT, latencies
+    # Each was answered 200, so inside Envoy's ext_authz timeout (Envoy answers 503 past
+    # it); the client's own clock adds scheduling delay on a loaded machine, so its bound
+    # only catches a stall.
+    assert max(latencies) < 10 * ENVOY_AUTHZ_TIMEOUT, latencies
 
 
 def test_unreachable_jwks_at_start_becomes_ready_when_reachable() -> None:
@@ -317,8 +319,10 @@ def test_overload_is_shed_with_resource_exhausted(stack: Stack) -> None:
     # without reaching the bound (nothing shed) and on a busy one it sheds. Either way every
     # Check is answered or shed, and in time (below).
     assert admitted >= MAX_CONCURRENT_RPCS // 2
-    # Bounded latency: nothing waits in a queue past its usefulness (0.3 s were the stop).
-    assert max(t for _, t in results) < 0.3 + 2 * ENVOY_AUTHZ_TIMEOUT
+    # Bounded latency: nothing waits in a queue without end (0.3 s were the stop). The bound
+    # is generous: on a loaded 2-core machine the ~1,000-call burst alone can take ~1 s to
+    # drain, and this test is about answering, not speed (the bench measures speed).
+    assert max(t for _, t in results) < 0.3 + 10 * ENVOY_AUTHZ_TIMEOUT
     # Through Envoy: the right answer, or Envoy's own 503 (status_on_error) for a Check
     # that was shed or outlived the ext_authz timeout; never a pass without a decision.
     for answer in envoy_answers:
