@@ -197,8 +197,11 @@ POLICY_FIELDS: dict[str, tuple[str | None, str]] = {
         "source when left out), `query:NAME`, `cookie:NAME`. A token in two listed sources "
         "is `malformed`, none is `missing_token`; a query parameter or cookie given twice "
         "is `malformed`. The query string is read as form-urlencoded (`%XX` and `+` decoded "
-        "once); a token taken from the query is removed from the upstream URL by the gRPC "
-        "door (Envoy's HTTP mode cannot remove it).",
+        "once). A `query:NAME` is letters, digits, `.`, `_` and `-` (what no client "
+        "percent-encodes), and its parameter is read only as spelled: a name percent-encoded "
+        "into it (`?%74oken=` for `token`) is `malformed`, since Envoy would not remove it "
+        "(docs/security.md). A token taken from the query is removed from the upstream URL "
+        "by the gRPC door (Envoy's HTTP mode cannot remove it).",
     ),
     "forward_claims": (
         None,

@@ -3,6 +3,15 @@
 
 A token found in two of the listed sources is ambiguous (malformed); a source repeated in
 the request (`?token=a&token=b`, two `token` cookies) is malformed too.
+
+A query parameter that holds a token has one spelling: its name exactly as configured.
+Envoy removes a token parameter before the upstream (`query_parameters_to_remove`) by its
+name as spelled in the URL, undecoded: asked to remove `token`, it leaves `%74oken=...` in
+place (observed with Envoy 1.40 in front of Tomcat, tests/e2e/test_e2e_stream_routes.py),
+and Tomcat, like any form decoder, reads that as `token`. So a parameter whose name is
+percent-encoded and decodes to the name of a query source is refused (malformed), never
+read: the token authz accepts is always one Envoy removes. A name is limited to characters
+no URL producer percent-encodes (`parse_token_source`), so no client is refused for this.
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ SourceKind = Literal["header", "query", "cookie"]
 
 # RFC 6265 section 4.1.1: a cookie-name is an RFC 9110 token.
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# What a query parameter name may not hold as spelled in `query:NAME`: what would split or
-# end the query, whitespace and controls.
-_QUERY_NAME_FORBIDDEN = re.compile(r"[&=#?\s\x00-\x1f\x7f]")
+# A query parameter name in `query:NAME`: the characters that RFC 3986 leaves unreserved and
+# the WHATWG form serializer (URLSearchParams) never percent-encodes, so the name has one
+# spelling in every URL a client makes (module docstring).
+_QUERY_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -63,8 +73,8 @@ def parse_token_source(text: str) -> TokenSource:
             raise ValueError(f"{text!r}: the only header source is header:authorization")
         return AUTHORIZATION_SOURCE
     if kind == "query":
-        if _QUERY_NAME_FORBIDDEN.search(name):
-            raise ValueError(f"{text!r}: a query parameter name without &, =, #, ? or spaces")
+        if _QUERY_NAME.fullmatch(name) is None:
+            raise ValueError(f"{text!r}: a query parameter name is letters, digits, ., _ and -")
         return TokenSource("query", name)
     if kind == "cookie":
         if _COOKIE_NAME.fullmatch(name) is None:
@@ -117,14 +127,20 @@ def form_decode(text: str) -> str:
 
 
 def query_value(query: str, name: str) -> str | None:
-    """The value of parameter `name` in `query` (form-urlencoded), None when absent; a
-    parameter given twice raises TokenError(malformed)."""
+    """The value (form-decoded) of parameter `name` in `query`, None when absent.
+
+    `name` matches only as spelled (module docstring): a parameter given twice, or one whose
+    percent-encoded name decodes to `name` (`%74oken` for `token`), raises
+    TokenError(malformed).
+    """
     found: str | None = None
     for pair in query.split("&"):
         if not pair:
             continue
         raw_name, _, raw_value = pair.partition("=")
-        if form_decode(raw_name) != name:
+        if raw_name != name:
+            if "%" in raw_name and form_decode(raw_name) == name:
+                raise TokenError(Reason.MALFORMED)
             continue
         if found is not None:
             raise TokenError(Reason.MALFORMED)

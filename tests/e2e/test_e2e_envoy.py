@@ -197,7 +197,9 @@ def test_bad_tokens_are_401_with_challenge(gateway: Gateway, token: str, reason:
     assert token not in json.dumps(response.headers)
 
 
-def test_media_routes_bypass_the_check(gateway: Gateway) -> None:
+def test_media_routes_pass_without_a_token(gateway: Gateway) -> None:
+    # The player, static and WebSocket routes skip the check; the stream routes are checked
+    # as stream routes and pass as jwt_disabled while the play switch is off (this stack).
     for path in ("/LiveApp/streams/stream1.m3u8", "/LiveApp/play.html", "/LiveApp/websocket"):
         seen = upstream_saw(gateway.get(path, headers={"x-jwt-sub": "admin"}))
         assert "x-jwt-sub" not in seen
@@ -267,8 +269,10 @@ def test_authz_down_fails_closed(mode: str) -> None:
         assert gateway.authz.stop() == 0
         response = gateway.get(REST, {"Authorization": AMS_DOCS_TOKEN})
         assert response.status == 503
-        # The media routes do not depend on authz.
-        assert gateway.get("/LiveApp/streams/s.m3u8").status == 200
+        # The unchecked media routes do not depend on authz; the stream routes, checked,
+        # fail closed like every checked route.
+        assert gateway.get("/LiveApp/play.html").status == 200
+        assert gateway.get("/LiveApp/streams/stream1.m3u8").status == 503
 
 
 def test_jwks_unavailable_is_503(mode: str) -> None:
@@ -368,7 +372,8 @@ PARITY_CASES: dict[str, tuple[str, str, dict[str, str]]] = {
     "strict route, no role": ("GET", STRICT, {"Authorization": _PLAIN}),
     "strict route, admin": ("GET", STRICT, {"Authorization": _ADMIN, "x-jwt-role": "root"}),
     "strict route, no token": ("GET", STRICT, {}),
-    "media route": ("GET", "/LiveApp/streams/s.m3u8", {"x-jwt-sub": "admin"}),
+    "media route": ("GET", "/LiveApp/play.html", {"x-jwt-sub": "admin"}),
+    "stream route, play switch off": ("GET", "/LiveApp/streams/s.m3u8", {"x-jwt-sub": "admin"}),
 }
 
 

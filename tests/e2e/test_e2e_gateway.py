@@ -8,7 +8,9 @@ Media apps whose servlets answer with what they received) and a running authz. R
 byte-exact over a socket. With no token, no spelling of a REST path may reach a REST
 servlet; with a valid token that lacks the `admin` role, no spelling of a StrictApp REST
 path may reach StrictApp's REST servlet; no client `x-jwt-*` or `x_jwt_*` header reaches
-any servlet. Positive controls run in the same Envoys.
+any servlet. Positive controls run in the same Envoys. The stream file routes are checked
+as stream routes; this authz runs with the play switch off, so they pass as `jwt_disabled`
+(tests/e2e/test_e2e_stream_routes.py runs them with it on).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -343,6 +346,7 @@ def test_positive_controls(stack: Stack, config: str) -> None:
     dotted = stack.send(config, f"/LiveApp/streams/../rest/{TAIL}", stack.user_token).servlet()
     assert dotted is not None
     assert (dotted.servlet, dotted.uri) == ("rest", f"/LiveApp/rest/{TAIL}")
+    # Stream routes with the play switch off: read without a token (`jwt_disabled`).
     for target in (
         "/LiveApp/streams/stream1.m3u8",
         "/LiveApp/streams/stream1_240p300kbps0000.ts",
@@ -359,11 +363,25 @@ def test_positive_controls(stack: Stack, config: str) -> None:
         assert media.uri == target
 
 
-Route = tuple[dict[str, object], bool, str]
+Route = tuple[dict[str, object], bool, dict[str, str], str]
+# The HTTP door's Envoy-set headers that stand for the gRPC door's context_extensions.
+CONTEXT_HEADERS = {"x-authz-policy": "policy", "x-authz-stream": "stream"}
+
+
+def _context(per_filter: dict[str, Any]) -> dict[str, str]:
+    """What the route tells authz: context_extensions (gRPC), or the x-authz-* headers its
+    http_service override adds (HTTP), as context_extensions keys."""
+    settings = per_filter.get("check_settings", {})
+    context = dict(settings.get("context_extensions", {}))
+    added = settings.get("http_service", {}).get("authorization_request", {})
+    for header in added.get("headers_to_add", []):
+        if header["key"] in CONTEXT_HEADERS:
+            context[CONTEXT_HEADERS[header["key"]]] = header["value"]
+    return context
 
 
 def _route_table(path: Path) -> list[Route]:
-    """(match, checked, target) of each route of the config's gateway listener."""
+    """(match, checked, context, target) of each route of the config's gateway listener."""
     config = yaml.safe_load(path.read_text())
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
@@ -372,11 +390,12 @@ def _route_table(path: Path) -> list[Route]:
         per_filter = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz")
         checked = not (per_filter or {}).get("disabled", False)
         target = "direct" if "direct_response" in route else route["route"]["cluster"]
-        table.append((route["match"], checked, target))
+        table.append((route["match"], checked, _context(per_filter or {}), target))
     return table
 
 
 READ_ONLY = [{"name": ":method", "string_match": {"safe_regex": {"regex": "^(GET|HEAD|OPTIONS)$"}}}]
+STREAM_FILES = "^/[A-Za-z0-9_-]+/(streams|chunked)(/[A-Za-z0-9_~-][A-Za-z0-9_.~-]*)+$"
 
 
 def test_the_configs_share_one_route_table() -> None:
@@ -385,11 +404,19 @@ def test_the_configs_share_one_route_table() -> None:
     assert _route_table(GATEWAY_YAML) == table
     # Default deny: the last route is a checked catch-all, and every unchecked route that
     # reaches the upstream is an anchored regex with the read-only method matcher.
-    assert table[-1] == ({"prefix": "/"}, True, "ant_media")
-    unchecked = [match for match, checked, target in table if not checked and target != "direct"]
-    assert len(unchecked) == 3
+    assert table[-1] == ({"prefix": "/"}, True, {}, "ant_media")
+    unchecked = [match for match, checked, _, target in table if not checked and target != "direct"]
+    assert len(unchecked) == 2
     for match in unchecked:
         assert set(match) == {"safe_regex", "headers"}, match
         regex = match["safe_regex"]["regex"]  # type: ignore[index]
         assert regex.startswith("^/") and regex.endswith("$"), regex
         assert match["headers"] == READ_ONLY, match
+    # The stream file routes are checked as stream routes (SPEC section 9), read-only: writes
+    # fall to the catch-all, since the play check passes every method while its switch is off.
+    streams = [(match, checked) for match, checked, context, _ in table if "stream" in context]
+    assert streams == [({"safe_regex": {"regex": STREAM_FILES}, "headers": READ_ONLY}, True)]
+    assert [context for _, _, context, _ in table if context] == [
+        {"stream": "play"},
+        {"policy": "admin"},
+    ]

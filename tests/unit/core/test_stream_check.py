@@ -12,11 +12,18 @@ import pytest
 from authz._pb.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason, status_of
-from authz.core.extract import TokenSource, cookie_value, form_decode, query_value
+from authz.core.extract import (
+    TokenSource,
+    cookie_value,
+    form_decode,
+    parse_token_source,
+    query_value,
+)
 from authz.core.mint import mint_hmac
 from authz.core.policy import Policy
 from authz.core.request import RequestView, WebhookAsk
 from authz.core.stream_check import StreamKeys
+from authz.core.verify import TokenError
 from authz.fronts import grpc as grpc_front
 from authz.fronts import http as http_front
 from authz.keys.snapshot import STREAM_ALGS, KeySnapshot
@@ -267,8 +274,56 @@ def test_form_decoding_is_once() -> None:
     assert form_decode("a+b%20c") == "a b c"
     assert form_decode("%2541") == "%41"
     assert form_decode("%zz%4") == "%zz%4"
-    assert query_value("x=1&%74oken=abc&y", "token") == "abc"
+    assert query_value("x=1&token=a%2Bb+c&y", "token") == "a+b c"
     assert query_value("x=1", "token") is None
+    assert query_value("x=%74oken&token=", "token") == ""  # a value is decoded, not a name
+
+
+# Envoy removes `token`, never `%74oken`, which Tomcat reads as `token` (SPEC section 8
+# item 4): a token parameter is read only as spelled, an encoded spelling is malformed.
+@pytest.mark.parametrize(
+    "query",
+    ["%74oken=abc", "x=1&%74%6Fken=abc", "%74%6fken=abc&y", "tok%65n", "%74oken=abc&token=abc"],
+)
+def test_an_encoded_token_name_is_malformed(query: str) -> None:
+    with pytest.raises(TokenError) as refused:
+        query_value(query, "token")
+    assert refused.value.reason is Reason.MALFORMED
+
+
+@pytest.mark.parametrize(
+    "query", ["TOKEN=abc", "Token=abc", "token%20=abc", "to+ken=abc", "tokens=a"]
+)
+def test_another_name_is_not_the_token(query: str) -> None:
+    assert query_value(query, "token") is None
+
+
+def test_play_token_in_an_encoded_parameter_name_is_refused() -> None:
+    token = stream_token()
+    assert play(f"{PATH}?%74oken={token}").reason is Reason.MALFORMED
+    assert play(f"{PATH}?a=1&%74%6Fken={token}").reason is Reason.MALFORMED
+    assert play(f"{PATH}?TOKEN={token}").reason is Reason.MISSING_TOKEN
+    assert play(f"{PATH}?%74oken={token}", authorization=token).reason is Reason.MALFORMED
+    kept = play(f"{PATH}?a=1&token={token}&b=%74oken")
+    assert kept.reason is Reason.OK and kept.query_parameters_to_remove == ("token",)
+
+
+def test_an_encoded_query_source_name_is_refused_on_rest_routes() -> None:
+    settings = _policy_settings("query:access_token")
+    token = rest_token()
+    assert _rest(settings, f"/a/rest/x?access%5Ftoken={token}").reason is Reason.MALFORMED
+    assert _rest(settings, f"/a/rest/x?access_token={token}").reason is Reason.OK
+
+
+@pytest.mark.parametrize("name", ["access_token", "jwt.v1-x", "T0KEN"])
+def test_query_source_names_of_plain_characters(name: str) -> None:
+    assert parse_token_source(f"query:{name}") == TokenSource("query", name)
+
+
+@pytest.mark.parametrize("name", ["a+b", "a~b", "a%20b", "a b", "tök", "a&b", "a=b", "a#", "a?"])
+def test_query_source_names_that_clients_would_encode_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        parse_token_source(f"query:{name}")
     assert cookie_value('jwt="abc"', "jwt") == "abc"
     assert cookie_value("jwt2=abc", "jwt") is None
 
@@ -330,6 +385,7 @@ def test_webhook_address_clashes_are_refused() -> None:
         ("[header:x-token]", "only header source"),
         ('["query:"]', "not header:authorization"),
         ("[cookie:a b]", "RFC 6265"),
+        ("[query:a+b]", "letters, digits"),
         ("[]", "non-empty list"),
         ("[path:x]", "header, query or cookie"),
     ],
