@@ -108,10 +108,12 @@ def _play(
         # Only play is checked at the gateway; a route naming anything else is a config
         # error, refused like a route naming an undefined policy.
         raise TokenError(Reason.UNKNOWN_POLICY)
+    # A stream route is read-only whether or not play tokens are enforced (SPEC sections
+    # 8 and 9): a write is refused here, never passed as jwt_disabled.
+    if view.method not in _CHECKED_METHODS and view.method != "OPTIONS":
+        raise TokenError(Reason.METHOD_NOT_ALLOWED)
     if not rules.play_jwt_enabled or view.method == "OPTIONS":
         return allow(view.jwt_headers, Reason.JWT_DISABLED)
-    if view.method not in _CHECKED_METHODS:
-        raise TokenError(Reason.METHOD_NOT_ALLOWED)
     stream_id = stream_id_of(view.path_only)
     if not stream_id:
         raise TokenError(Reason.NO_STREAM_ID)

@@ -161,14 +161,16 @@ def root_rest_spellings() -> list[str]:
     ]
 
 
-# (method, target) pairs that are not REST paths but must not pass unchecked either.
+# (method, target, status) for requests that are not REST paths but must not pass
+# unchecked either: writes to stream files are refused by the stream route's check
+# (method_not_allowed, 403), writes elsewhere fall to the checked catch-all (401).
 UNCHECKED_ELSEWHERE = [
-    ("PUT", "/LiveApp/streams/s.m3u8"),
-    ("POST", "/LiveApp/streams/s0000.ts"),
-    ("DELETE", "/LiveApp/chunked/s/media_1.m3u8"),
-    ("PUT", "/LiveApp/chunked/s/chunk.m4s"),
-    ("POST", "/LiveApp/websocket"),
-    ("POST", "/LiveApp/play.html"),
+    ("PUT", "/LiveApp/streams/s.m3u8", 403),
+    ("POST", "/LiveApp/streams/s0000.ts", 403),
+    ("DELETE", "/LiveApp/chunked/s/media_1.m3u8", 403),
+    ("PUT", "/LiveApp/chunked/s/chunk.m4s", 403),
+    ("POST", "/LiveApp/websocket", 401),
+    ("POST", "/LiveApp/play.html", 401),
 ]
 
 
@@ -292,9 +294,9 @@ def test_no_spelling_moves_strictapp_rest_to_the_default_policy(
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_writes_and_unknown_methods_on_media_paths_are_checked(stack: Stack, config: str) -> None:
-    for method, target in UNCHECKED_ELSEWHERE:
+    for method, target, status in UNCHECKED_ELSEWHERE:
         sent = stack.send(config, target, method=method)
-        assert sent.answer.status == 401, (method, target, sent.answer.status)
+        assert sent.answer.status == status, (method, target, sent.answer.status)
         assert sent.servlet() is None
 
 
@@ -412,10 +414,10 @@ def test_the_configs_share_one_route_table() -> None:
         regex = match["safe_regex"]["regex"]  # type: ignore[index]
         assert regex.startswith("^/") and regex.endswith("$"), regex
         assert match["headers"] == READ_ONLY, match
-    # The stream file routes are checked as stream routes (SPEC section 9), read-only: writes
-    # fall to the catch-all, since the play check passes every method while its switch is off.
+    # The stream file routes are checked as stream routes (SPEC section 9) for every method:
+    # the play check refuses writes itself, switch on or off.
     streams = [(match, checked) for match, checked, context, _ in table if "stream" in context]
-    assert streams == [({"safe_regex": {"regex": STREAM_FILES}, "headers": READ_ONLY}, True)]
+    assert streams == [({"safe_regex": {"regex": STREAM_FILES}}, True)]
     assert [context for _, _, context, _ in table if context] == [
         {"stream": "play"},
         {"policy": "admin"},

@@ -190,14 +190,13 @@ def test_play_denials(play_on: Gateways, config: str) -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_options_passes_and_writes_are_checked(play_on: Gateways, config: str) -> None:
+def test_options_passes_and_writes_are_refused(play_on: Gateways, config: str) -> None:
     options = play_on.send(config, PLAYLIST, "OPTIONS", (("X-JWT-Stream-Id", "spoofed"),))
     answer = _reached(options, PLAYLIST)
     assert answer.method == "OPTIONS"
     assert "x-jwt-stream-id" not in answer.headers
     # Writes never reach a stream servlet, with a play token in either place: the stream
-    # route is read-only, so they fall to the checked catch-all and its REST policy (which a
-    # play token, signed with the stream secret, does not pass).
+    # route's check refuses every method but GET, HEAD and OPTIONS.
     token = stream_token()
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         for target, headers in (
@@ -206,7 +205,8 @@ def test_options_passes_and_writes_are_checked(play_on: Gateways, config: str) -
             (LL_HLS, ()),
         ):
             sent = play_on.send(config, target, method, headers)
-            assert sent.status == 401, (method, target, sent.status)
+            assert sent.status == 403, (method, target, sent.status)
+            assert sent.reason() == "method_not_allowed"
             assert sent.servlet() is None
 
 
@@ -300,5 +300,6 @@ def test_switch_off_stream_routes_pass_as_jwt_disabled(play_off: Gateways, confi
         kept = _reached(play_off.send(config, f"{path}?token=anything"), path)
         assert kept.query == "token=anything"
     assert jwt_disabled() - before == 2 * len(MEDIA)
-    # Writes stay checked with the switch off too.
-    assert play_off.send(config, SEGMENT, "POST").status == 401
+    # Writes stay refused with the switch off too.
+    write = play_off.send(config, SEGMENT, "POST")
+    assert write.status == 403 and write.reason() == "method_not_allowed"

@@ -136,13 +136,15 @@ def test_other_methods_are_refused(method: str) -> None:
     assert decision.reason is Reason.METHOD_NOT_ALLOWED and decision.status == 403
 
 
-def test_switch_off_passes_every_stream_route() -> None:
+def test_switch_off_passes_reads_of_every_stream_route_and_still_refuses_writes() -> None:
     off = Settings(hs256_secret=REST_SECRET)
-    for method in ("GET", "POST"):
+    for method in ("GET", "HEAD", "OPTIONS"):
         decision = play(f"{PATH}?token=junk", method=method, settings=off)
         assert decision.reason is Reason.JWT_DISABLED
         # Not read, so not removed: Ant Media's own check may still want it.
         assert decision.query_parameters_to_remove == ()
+    for method in ("POST", "PUT", "DELETE", "PATCH", "get"):
+        assert play(PATH, method=method, settings=off).reason is Reason.METHOD_NOT_ALLOWED
 
 
 def test_missing_token() -> None:
