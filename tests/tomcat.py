@@ -4,7 +4,8 @@ serves for a request: the gateway's path-confusion tests put it behind Envoy.
 
 `tomcat_server()` runs `catalina.sh run` in the foreground with CATALINA_HOME at the
 package's /usr/share/tomcat10 and a fresh CATALINA_BASE in a temporary directory: one
-HTTP/1.1 connector on 127.0.0.1 and a free port, no shutdown port, no AJP, no access log, and
+HTTP/1.1 connector on 127.0.0.1 and a free port, no shutdown port, no AJP, an access log of
+request lines (`Tomcat.requests()`: what the upstream really received), and
 Tomcat's default path handling (no allowEncodedSlash, relaxed characters or URI encoding
 settings). The webapps:
 
@@ -44,6 +45,7 @@ CATALINA_HOME = Path("/usr/share/tomcat10")
 GLOBAL_WEB_XML = CATALINA_HOME / "etc" / "web.xml"
 ECHO_JSP = Path(__file__).with_name("tomcat_echo.jsp")
 CONSOLE_LOG = Path("logs") / "catalina.out"  # in CATALINA_BASE: Tomcat's stdout and stderr
+ACCESS_LOG = Path("logs") / "access.log"  # in CATALINA_BASE: one request line per request
 
 # Servlet name -> URL pattern, per webapp.
 APP_SERVLETS = {
@@ -69,7 +71,11 @@ _SERVER_XML = """<?xml version="1.0" encoding="UTF-8"?>
     <Connector address="127.0.0.1" port="{port}" protocol="HTTP/1.1"
                maxThreads="16" minSpareThreads="2" connectionTimeout="20000"/>
     <Engine name="Catalina" defaultHost="localhost">
-      <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false"/>
+      <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false">
+        <Valve className="org.apache.catalina.valves.AccessLogValve" directory="logs"
+               prefix="access" suffix=".log" rotatable="false" buffered="false"
+               pattern="%r"/>
+      </Host>
     </Engine>
   </Service>
 </Server>
@@ -198,6 +204,12 @@ class Tomcat:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def requests(self) -> list[str]:
+        """The request lines Tomcat has served so far (`GET /LiveApp/... HTTP/1.1`), as they
+        reached it: the query string included."""
+        path = self.base / ACCESS_LOG
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
 
     def streams_dir(self, app: str = "LiveApp") -> Path:
         """`app`'s streams/ folder on disk, where Ant Media keeps its stream files: what a
