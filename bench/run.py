@@ -10,11 +10,12 @@ auth, with native jwt_authn (HS256 and RS256, the same keys), and with authz (1 
 workers); one connection for the unloaded latency. The segment scenario: the same load on
 an HLS segment URL with `?token=<play token>` (SPEC section 9), through authz-1w's Envoy
 (the segment route asks the play check) and through native jwt_authn reading `?token=`
-with the stream secret, next to the REST case in the same rounds. Direct gRPC (h2load, 1 connection, 32
-streams, the CheckRequest bytes a real Envoy sent): authz and a transport-floor server that
-answers fixed bytes on the same grpcio server flavour. Never-seen tokens: a Python client
-sends a new token per Check (HS256 and RS256), also to the floor for the like-for-like
-difference. CPU per request is read from /proc for the server processes only.
+with the stream secret, next to the REST case in the same rounds. Direct gRPC (h2load, 1
+connection, 32 streams, the CheckRequest bytes a real Envoy sent): authz and a
+transport-floor server that answers fixed bytes on the same grpcio server flavour.
+Never-seen tokens: a Python client sends a new token per Check (HS256 and RS256), also to
+the floor for the like-for-like difference. CPU per request is read from /proc for the
+server processes only.
 """
 
 from __future__ import annotations
