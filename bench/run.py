@@ -7,11 +7,15 @@ lets a bad token through.
 
 Through Envoy (wrk, 1 thread, 32 connections, HTTP/1.1): the project's envoy.yaml with no
 auth, with native jwt_authn (HS256 and RS256, the same keys), and with authz (1 and 2
-workers); one connection for the unloaded latency. Direct gRPC (h2load, 1 connection, 32
-streams, the CheckRequest bytes a real Envoy sent): authz and a transport-floor server that
-answers fixed bytes on the same grpcio server flavour. Never-seen tokens: a Python client
-sends a new token per Check (HS256 and RS256), also to the floor for the like-for-like
-difference. CPU per request is read from /proc for the server processes only.
+workers); one connection for the unloaded latency. The segment scenario: the same load on
+an HLS segment URL with `?token=<play token>` (SPEC section 9), through authz-1w's Envoy
+(the segment route asks the play check) and through native jwt_authn reading `?token=`
+with the stream secret, next to the REST case in the same rounds. Direct gRPC (h2load, 1
+connection, 32 streams, the CheckRequest bytes a real Envoy sent): authz and a
+transport-floor server that answers fixed bytes on the same grpcio server flavour.
+Never-seen tokens: a Python client sends a new token per Check (HS256 and RS256), also to
+the floor for the like-for-like difference. CPU per request is read from /proc for the
+server processes only.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ from tests.jwks_server import JWKSServer, b64u, jwk, jwks, rsa_key, sign
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 REST = "/LiveApp/rest/v2/broadcasts/list/0/10"
+# An HLS segment of stream `stream1` as Ant Media names it ({id}%09d.ts), and the play
+# tokens' secret (Ant Media's settings.jwtStreamSecretKey; never verifies REST tokens).
+STREAM_ID = "stream1"
+SEGMENT = f"/LiveApp/streams/{STREAM_ID}000000001.ts"
+STREAM_SECRET = "bench-stream-secret-of-at-least-32-bytes"
 KID = "bench"
 # Never-seen tokens are sent at this fixed rate to authz and to the floor alike, so both
 # see the same arrival pattern; it is below what authz sustains for RS256 on 2 busy cores.
@@ -92,6 +101,15 @@ class Tokens:
     bad: str
     rsa_jwk: dict[str, Any]
     hs_jwk: dict[str, Any]
+    play: str  # stream STREAM_ID, type play, signed with STREAM_SECRET
+    play_bad: str  # the same, tampered
+    play_other: str  # a valid play token for another stream
+    publish: str  # a valid token of type publish for STREAM_ID
+    stream_jwk: dict[str, Any]
+
+    def segment(self, token: str | None) -> str:
+        """The segment URL with `?token=`, or without a token for None."""
+        return SEGMENT if token is None else f"{SEGMENT}?token={token}"
 
 
 def _tamper(token: str) -> str:
@@ -106,12 +124,23 @@ def _tokens() -> Tokens:
     now = int(time.time())
     claims = {"sub": "bench-user", "iat": now, "exp": now + 6 * 3600}
     key = rsa_key(KID)
+    stream_key = STREAM_SECRET.encode()
+
+    def stream(stream_id: str, kind: str) -> str:
+        return mint_hmac({"streamId": stream_id, "type": kind, "exp": now + 6 * 3600},
+                         stream_key)
+
     return Tokens(
         hs256=mint_hmac(claims, SECRET.encode()),
         rs256=sign("RS256", key, claims, kid=KID),
         bad=_tamper(mint_hmac(claims, SECRET.encode())),
         rsa_jwk=jwk(key, KID, alg="RS256", use="sig"),
         hs_jwk={"kty": "oct", "k": b64u(SECRET.encode()), "alg": "HS256"},
+        play=stream(STREAM_ID, "play"),
+        play_bad=_tamper(stream(STREAM_ID, "play")),
+        play_other=stream("stream2", "play"),
+        publish=stream(STREAM_ID, "publish"),
+        stream_jwk={"kty": "oct", "k": b64u(stream_key), "alg": "HS256"},
     )
 
 
@@ -166,6 +195,22 @@ def _gate_envoy(name: str, port: int, good: str, bad: str) -> None:
     for headers in ({"Authorization": f"Bearer {bad}"}, {}):
         if request(port, REST, headers).status == 200:
             raise BadTokenAllowed(f"bench: {name} ALLOWED A BAD TOKEN: refusing to report")
+
+
+def _gate_segment(name: str, port: int, tokens: Tokens, binds_stream: bool) -> bool:
+    """Refuse to report unless `name` serves the segment for its play token and denies a
+    tampered one, none, a publish token and a REST token (and, when it `binds_stream`,
+    another stream's play token); whether it let another stream's token through."""
+    if request(port, tokens.segment(tokens.play)).status != 200:
+        raise SystemExit(f"bench: {name} refused a valid play token; fix the setup first")
+    bad = [tokens.play_bad, None, tokens.publish, tokens.hs256]
+    if binds_stream:
+        bad.append(tokens.play_other)
+    for token in bad:
+        if request(port, tokens.segment(token)).status == 200:
+            raise BadTokenAllowed(f"bench: {name} ALLOWED A BAD TOKEN on {SEGMENT}: "
+                                  "refusing to report")
+    return request(port, tokens.segment(tokens.play_other)).status == 200
 
 
 @contextlib.contextmanager
@@ -313,7 +358,11 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
     samples: list[Sample] = []
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(JWKSServer(jwks(tokens.rsa_jwk)))
-        env = {"AUTHZ_JWKS_URL": server.url, "AUTHZ_LOG_LEVEL": "warning"}
+        env = {"AUTHZ_JWKS_URL": server.url, "AUTHZ_LOG_LEVEL": "warning",
+               "AUTHZ_PLAY_JWT_ENABLED": "true", "AUTHZ_STREAM_SECRET": STREAM_SECRET}
+        # authz-1w's Envoy also serves the segment scenario: its segment route asks the
+        # play check (added here until the shipped envoy.yaml's stream routes do).
+        authz_stream, shipped = configs.authz_stream_config(SEGMENT)
         upstream = stack.enter_context(_upstream())
         authz1: Authz = stack.enter_context(run_authz(env))
         authz2: Authz = stack.enter_context(run_authz(env, args=("--workers", "2")))
@@ -326,8 +375,8 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
                 configs.native_config(tokens.hs_jwk), {"ant_media": upstream}, None)),
             "native-rs256": stack.enter_context(_envoy_on(
                 configs.native_config(tokens.rsa_jwk), {"ant_media": upstream}, None)),
-            "authz-1w": stack.enter_context(run_envoy(
-                {"authz": authz1.grpc_port, "ant_media": upstream})),
+            "authz-1w": stack.enter_context(_envoy_on(
+                authz_stream, {"authz": authz1.grpc_port, "ant_media": upstream}, "authz")),
             "authz-2w": stack.enter_context(run_envoy(
                 {"authz": authz2.grpc_port, "ant_media": upstream})),
             # The project's envoy.yaml asking the fixed-bytes floor: what the ext_authz hop
@@ -335,6 +384,13 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
             "floor": stack.enter_context(run_envoy(
                 {"authz": floor_port, "ant_media": upstream}, wait_cluster_healthy=None)),
         }
+        native_segment = stack.enter_context(_envoy_on(
+            configs.native_stream_config(tokens.stream_jwk, SEGMENT), {"ant_media": upstream},
+            None))
+        segment_targets = {"authz-1w": envoys["authz-1w"], "native-hs256": native_segment}
+        _gate_segment("authz-1w", envoys["authz-1w"].port, tokens, binds_stream=True)
+        native_other = _gate_segment("native-hs256 (segment)", native_segment.port, tokens,
+                                     binds_stream=False)
         _gate_direct("authz (1 worker)", authz1.grpc_port, payloads, tokens)
         _gate_direct("authz (2 workers)", authz2.grpc_port, payloads, tokens)
         _gate_envoy("native-hs256", envoys["native-hs256"].port, tokens.hs256, tokens.bad)
@@ -367,6 +423,13 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
                     pids["floor" if name == "floor" else "authz"] = _family(authz_pids[name])
                 samples.append(_measure(pids, partial(wrk, envoy.port, REST, headers, seconds),
                                         f"envoy/{name}", round_no))
+            segment = tokens.segment(tokens.play)
+            for name, envoy in segment_targets.items():
+                pids = {"envoy": [envoy.process.pid]}
+                if name in authz_pids:
+                    pids["authz"] = _family(authz_pids[name])
+                samples.append(_measure(pids, partial(wrk, envoy.port, segment, {}, seconds),
+                                        f"envoy-segment/{name}", round_no))
             for name in ("native-hs256", "authz-1w", "floor"):
                 envoy = envoys[name]
                 unloaded = partial(wrk, envoy.port, REST,
@@ -374,6 +437,11 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
                                    max(1.0, seconds / 2), connections=1)
                 samples.append(_measure({"envoy": [envoy.process.pid]}, unloaded,
                                         f"envoy-unloaded/{name}", round_no))
+            for name, envoy in segment_targets.items():
+                unloaded = partial(wrk, envoy.port, segment, {}, max(1.0, seconds / 2),
+                                   connections=1)
+                samples.append(_measure({"envoy": [envoy.process.pid]}, unloaded,
+                                        f"envoy-segment-unloaded/{name}", round_no))
             for name, port, payload in direct:
                 loaded = partial(h2load, port, CHECK_METHOD_PATH, payload, seconds)
                 samples.append(_measure(server_pids(name), loaded, f"direct/{name}", round_no))
@@ -399,13 +467,17 @@ def run(rounds: int, seconds: float, distinct_count: int, memory_tokens: int) ->
         # Once more after the load: a bad token must still be refused.
         _gate_direct("authz (1 worker)", authz1.grpc_port, payloads, tokens)
         _gate_envoy("authz-2w", envoys["authz-2w"].port, tokens.hs256, tokens.bad)
+        _gate_segment("authz-1w", envoys["authz-1w"].port, tokens, binds_stream=True)
     # After everything else has stopped; HS256 only, so nothing but authz itself runs.
     memory = (
         _memory_run(memory_tokens, payloads, {"AUTHZ_LOG_LEVEL": "warning"})
         if memory_tokens
         else {}
     )
-    return _report(samples, memory, rounds, seconds, distinct_count)
+    facts = {"path": SEGMENT, "stream_id": STREAM_ID,
+             "route": "shipped" if shipped else "stream: play added by the bench",
+             "native_allows_another_streams_token": native_other}
+    return _report(samples, memory, rounds, seconds, distinct_count, facts)
 
 
 @dataclass
@@ -423,19 +495,90 @@ class Goal:
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
 
 
+def _per_round(samples: list[Sample], scenario: str, reference: str,
+               figure: Callable[[Sample], float],
+               compare: Callable[[float, float], float]) -> float:
+    # Each round's pair was measured minutes apart at most: comparing within a round and
+    # taking the median keeps other load on the machine from skewing the result.
+    by_round = {s.round: s for s in samples if s.scenario == reference}
+    return median([compare(figure(s), figure(by_round[s.round]))
+                   for s in samples if s.scenario == scenario and s.round in by_round])
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _total_cpu(sample: Sample) -> float:
+    return sum(sample.cpu_ms_per_req.values())
+
+
+def _segment(samples: list[Sample], summary: dict[str, dict[str, Any]],
+             facts: dict[str, Any]) -> dict[str, Any]:
+    """The segment scenario next to REST: each target's figures, and the ratios (each the
+    median over rounds of that round's pair) segment vs REST and authz vs native."""
+    def rps(sample: Sample) -> float:
+        return sample.rps
+
+    def p50(sample: Sample) -> float:
+        return sample.p50_ms
+
+    figures = {"rps": rps, "cpu_ms_per_req": _total_cpu, "p50_ms": p50}
+    targets = {}
+    for name in ("authz-1w", "native-hs256"):
+        rows = {"rest": f"envoy/{name}", "segment": f"envoy-segment/{name}",
+                "rest_unloaded": f"envoy-unloaded/{name}",
+                "segment_unloaded": f"envoy-segment-unloaded/{name}"}
+        targets[name] = {
+            **{case: {"rps": summary[row]["rps"], "p50_ms": summary[row]["p50_ms"],
+                      "p99_ms": summary[row]["p99_ms"],
+                      "cpu_ms_per_req": sum(summary[row]["cpu_ms_per_req"].values())}
+               for case, row in rows.items()},
+            "segment_vs_rest": {
+                what: round(_per_round(samples, rows["segment"], rows["rest"], figure, _ratio), 3)
+                for what, figure in figures.items()},
+            "segment_vs_rest_unloaded_p50": round(_per_round(
+                samples, rows["segment_unloaded"], rows["rest_unloaded"], p50, _ratio), 3),
+        }
+    authz_vs_native = {
+        case: {what: round(_per_round(samples, f"{prefix}/authz-1w", f"{prefix}/native-hs256",
+                                      figure, _ratio), 3)
+               for what, figure in figures.items()}
+        for case, prefix in (("rest", "envoy"), ("segment", "envoy-segment"),
+                             ("rest_unloaded", "envoy-unloaded"),
+                             ("segment_unloaded", "envoy-segment-unloaded"))}
+    return {**facts, "targets": targets, "authz_vs_native": authz_vs_native}
+
+
+def _print_segment(segment: dict[str, Any]) -> None:
+    print(f"\nsegment ({segment['path']}?token=<play token>; route: {segment['route']}) vs "
+          "REST, ratios: the median over rounds of that round's pair:")
+    print(f"  {'':14} {'REST req/s':>10} {'segment':>8} {'seg/REST':>8}  "
+          f"{'CPU ms/req REST':>15} {'segment':>8} {'seg/REST':>8}  "
+          f"{'unloaded p50 REST':>17} {'segment':>8}")
+    for name, row in segment["targets"].items():
+        ratio = row["segment_vs_rest"]
+        print(f"  {name:14} {row['rest']['rps']:10.0f} {row['segment']['rps']:8.0f} "
+              f"{ratio['rps']:8.3f}  {row['rest']['cpu_ms_per_req']:15.3f} "
+              f"{row['segment']['cpu_ms_per_req']:8.3f} {ratio['cpu_ms_per_req']:8.3f}  "
+              f"{row['rest_unloaded']['p50_ms']:17.3f} {row['segment_unloaded']['p50_ms']:8.3f}")
+    versus = segment["authz_vs_native"]
+    print(f"  {'authz/native':14} {versus['rest']['rps']:10.3f} "
+          f"{versus['segment']['rps']:8.3f} {'':8}  {versus['rest']['cpu_ms_per_req']:15.3f} "
+          f"{versus['segment']['cpu_ms_per_req']:8.3f} {'':8}  "
+          f"{versus['rest_unloaded']['p50_ms']:17.3f} {versus['segment_unloaded']['p50_ms']:8.3f}")
+    if segment["native_allows_another_streams_token"]:
+        print("  native jwt_authn serves the segment for another stream's play token "
+              "(it cannot bind streamId to the path); authz refuses it")
+
+
 def _goals(samples: list[Sample], summary: dict[str, dict[str, Any]],
            memory: dict[str, Any]) -> list[Goal]:
     def cpu(scenario: str, who: str = "server") -> float:
         value: float = summary[scenario]["cpu_ms_per_req"][who]
         return value
 
-    def per_round(scenario: str, reference: str, figure: Callable[[Sample], float],
-                  compare: Callable[[float, float], float]) -> float:
-        # Each round's pair was measured minutes apart at most: comparing within a round
-        # and taking the median keeps other load on the machine from skewing the result.
-        by_round = {s.round: s for s in samples if s.scenario == reference}
-        return median([compare(figure(s), figure(by_round[s.round]))
-                       for s in samples if s.scenario == scenario and s.round in by_round])
+    per_round = partial(_per_round, samples)
 
     def server_cpu(sample: Sample) -> float:
         return sample.cpu_ms_per_req["server"]
@@ -478,16 +621,21 @@ def _goals(samples: list[Sample], summary: dict[str, dict[str, Any]],
 
 
 def _report(samples: list[Sample], memory: dict[str, Any], rounds: int, seconds: float,
-            distinct_count: int) -> dict[str, Any]:
+            distinct_count: int, segment_facts: dict[str, Any]) -> dict[str, Any]:
     summary = _summary(samples)
-    native = summary["envoy/native-hs256"]["rps"]
+    # x native: REST rows against native REST, segment rows against native on the segment.
+    native = {"envoy/": summary["envoy/native-hs256"]["rps"],
+              "envoy-segment/": summary["envoy-segment/native-hs256"]["rps"]}
     print(f"\n{'scenario':34} {'req/s':>8} {'x native':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'fail':>5}  CPU ms/req")
     for name, row in summary.items():
-        ratio = f"{row['rps'] / native:.3f}" if name.startswith("envoy/") else ""
+        prefix = name.split("/", 1)[0] + "/"
+        ratio = f"{row['rps'] / native[prefix]:.3f}" if prefix in native else ""
         cpu_text = " ".join(f"{k}={v:.3f}" for k, v in row["cpu_ms_per_req"].items())
         print(f"{name:34} {row['rps']:8.0f} {ratio:>8} {row['p50_ms']:7.3f} "
               f"{row['p99_ms']:7.2f} {row['failed']:5d}  {cpu_text}")
+    segment = _segment(samples, summary, segment_facts)
+    _print_segment(segment)
     goals = _goals(samples, summary, memory)
     print("\ngoals (issue #4; each ratio or difference: the median over rounds of that round's "
           "pair):")
@@ -501,7 +649,8 @@ def _report(samples: list[Sample], memory: dict[str, Any], rounds: int, seconds:
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "machine": _machine(),
         "rounds": rounds, "seconds": seconds, "distinct_tokens_per_run": distinct_count,
-        "summary": summary, "goals": [{**asdict(g), "met": g.met} for g in goals],
+        "summary": summary, "segment": segment,
+        "goals": [{**asdict(g), "met": g.met} for g in goals],
         "memory": memory,
         "samples": [asdict(s) for s in samples],
     }
