@@ -270,6 +270,9 @@ def with_upstream_tls(
         raise SyncError(f"expected one cluster named {AUTHZ_CLUSTER!r}")
     if "transport_socket" in found[0]:
         raise SyncError(f"cluster {AUTHZ_CLUSTER!r} already has a transport socket")
+    if folder is None:
+        # SDS subscriptions need a node identity, even file-based ones.
+        config.setdefault("node", {"id": "envoy-gateway", "cluster": "envoy-gateway"})
     cluster = found[0]
     http_door = any("http_health_check" in check for check in cluster.get("health_checks", []))
     cluster["transport_socket"] = upstream_tls(
