@@ -31,6 +31,9 @@ __all__ = [
     "SECRET_RELOADS",
     "SECRET_RELOAD_FAILURE",
     "SECRET_RELOAD_SUCCESS",
+    "TLS_RELOADS",
+    "TLS_RELOAD_FAILURE",
+    "TLS_RELOAD_SUCCESS",
     "TOKEN_CACHE_HIT",
     "TOKEN_CACHE_LOOKUPS",
     "TOKEN_CACHE_MISS",
@@ -91,6 +94,13 @@ SECRET_RELOADS = Counter(
     "Secret file loads, HS256 and stream (at start, after each change), by result.",
     ["result"],
 )
+# Not in SPEC section 6 (which names none for TLS): the authz_secret_reloads_total pattern.
+TLS_RELOADS = Counter(
+    "authz_tls_reloads",
+    "Loads of the TLS certificate, key and client CA files (at start, after each change), "
+    "by result; on failure the last good ones stay in use.",
+    ["result"],
+)
 TOKEN_CACHE_LOOKUPS = Counter(
     "authz_token_cache_lookups", "Verified-token cache lookups, by result.", ["result"]
 )
@@ -115,6 +125,8 @@ JWKS_REFRESH_SUCCESS = JWKS_REFRESHES.labels("success")
 JWKS_REFRESH_FAILURE = JWKS_REFRESHES.labels("failure")
 SECRET_RELOAD_SUCCESS = SECRET_RELOADS.labels("success")
 SECRET_RELOAD_FAILURE = SECRET_RELOADS.labels("failure")
+TLS_RELOAD_SUCCESS = TLS_RELOADS.labels("success")
+TLS_RELOAD_FAILURE = TLS_RELOADS.labels("failure")
 TOKEN_CACHE_HIT = TOKEN_CACHE_LOOKUPS.labels("hit")
 TOKEN_CACHE_MISS = TOKEN_CACHE_LOOKUPS.labels("miss")
 _BY_TRANSPORT: dict[str, Any] = {t: CHECKS_BY_TRANSPORT.labels(t) for t in TRANSPORTS}

@@ -178,6 +178,27 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "`streamId` and `type: play` rules, `exp` required). Not set: the header is never "
         "trusted and the request is judged by its play token as any other.",
     ),
+    "tls_cert_file": (
+        "a PEM file path (the chain, leaf first)",
+        "Serve the gRPC door and the HTTP authz door over TLS (1.2 or newer) with this "
+        "certificate; needs `tls_key_file`. `/metrics` and the probes on `http_address` stay "
+        "plaintext. Watched and reloaded when it changes (cert-manager rotation, Kubernetes "
+        "symlink swaps included): new handshakes get the new certificate, established "
+        "connections go on. Unreadable, or not matching the key, at start: exit 2; later: "
+        "the last good pair stays (`authz_tls_reloads_total{result=\"failure\"}`). Not "
+        "set: plaintext.",
+    ),
+    "tls_key_file": (
+        "a PEM file path (unencrypted private key)",
+        "The private key of `tls_cert_file`, watched with it. Never printed or logged.",
+    ),
+    "tls_client_ca_file": (
+        "a PEM file path (one or more CA certificates)",
+        "mTLS: a client must present a certificate signed by one of these CAs; a client "
+        "with none, or with one from another CA, is refused at the handshake. Needs "
+        "`tls_cert_file`. Watched and reloaded like it (a new CA replaces the old one for "
+        "new handshakes). Not set: no client certificate is asked for.",
+    ),
 }
 
 # policy field -> (the flat setting it inherits, meaning)

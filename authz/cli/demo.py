@@ -17,6 +17,8 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,12 +30,16 @@ from typing import Any
 import yaml
 
 from authz._support.envoy_config import (
+    ENVOY_TLS_FOLDER,
+    PROJECT_ENVOY_TLS_YAML,
+    PROJECT_ENVOY_YAML,
     EnvoyNotFoundError,
     envoy_command,
     find_envoy_yaml,
     render_envoy_config,
 )
 from authz._support.loopback import cluster_healthy, echo_server, free_port, stop_process
+from authz._support.throwaway_ca import ThrowawayCA
 from authz.core.mint import mint_hmac
 from authz.observability import setup_logging
 from authz.service.server import Service
@@ -174,9 +180,45 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def _write_pem(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(mode=0o700)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _make_pki(folder: Path) -> tuple[Path, Path]:
+    """A throwaway CA's server certificate for authz and client certificate for Envoy, as
+    cert-manager would write them (tls.crt, tls.key, ca.crt): the two folders."""
+    ca = ThrowawayCA("authz demo CA")
+    server = ca.issue("authz", dns_names=("authz",), ip_addresses=("127.0.0.1",))
+    client = ca.issue("envoy", client=True)
+    authz = _write_pem(folder / "tls-authz", {"tls.crt": server.cert_pem,
+                                              "tls.key": server.key_pem, "ca.crt": ca.cert_pem})
+    envoy = _write_pem(folder / "tls-envoy", {"tls.crt": client.cert_pem,
+                                              "tls.key": client.key_pem, "ca.crt": ca.cert_pem})
+    return authz, envoy
+
+
+def _refused_without_certificate(port: int, ca_file: Path) -> bool:
+    """A client trusting the demo CA but presenting no certificate gets no gRPC answer."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="authz") as tls,
+        ):
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            return tls.recv(100) == b""
+    except (ssl.SSLError, OSError):
+        return True
+
+
 class _Demo:
-    def __init__(self, envoy_yaml: Path, port: int, folder: Path) -> None:
+    def __init__(self, envoy_yaml: Path, port: int, folder: Path, tls: bool = False) -> None:
         self.envoy_yaml = envoy_yaml
+        self.tls = tls
         self.fixed_port = port != 0
         self.listen_port = port or free_port()
         self.admin_port = free_port()
@@ -193,7 +235,14 @@ class _Demo:
         secret = secrets.token_urlsafe(32)
         grpc_port, http_port = free_port(), free_port()
         settings_path = self.folder / "authz.yaml"
-        settings_path.write_text(yaml.safe_dump(_settings_yaml(secret, grpc_port, http_port)))
+        document = _settings_yaml(secret, grpc_port, http_port)
+        envoy_tls: Path | None = None
+        if self.tls:
+            authz_tls, envoy_tls = _make_pki(self.folder)
+            document.update(tls_cert_file=str(authz_tls / "tls.crt"),
+                            tls_key_file=str(authz_tls / "tls.key"),
+                            tls_client_ca_file=str(authz_tls / "ca.crt"))
+        settings_path.write_text(yaml.safe_dump(document))
         settings = load_settings(str(settings_path), None, {})
         setup_logging(settings.log_level)
         self.service = Service(settings)
@@ -206,7 +255,10 @@ class _Demo:
             {"authz": grpc_port, "ant_media": upstream_port},
         )
         config_path = self.folder / "envoy.yaml"
-        config_path.write_text(yaml.safe_dump(config))
+        text = yaml.safe_dump(config)
+        if envoy_tls is not None:
+            text = text.replace(ENVOY_TLS_FOLDER, str(envoy_tls))
+        config_path.write_text(text)
         with self.envoy_log.open("wb") as log:
             # A session of its own: Ctrl-C reaches the demo only, which stops Envoy in order.
             self.envoy = subprocess.Popen(
@@ -223,10 +275,19 @@ class _Demo:
                 raise _StartFailedError(f"Envoy was not ready within {_START_TIMEOUT:g} s")
             await asyncio.sleep(0.1)
         _say("authz demo: ready")
-        _say(f"  Envoy (envoy.yaml)   http://127.0.0.1:{self.listen_port}   "
+        _say(f"  Envoy ({self.envoy_yaml.name})   http://127.0.0.1:{self.listen_port}   "
              f"admin http://127.0.0.1:{self.admin_port}")
-        _say(f"  authz                gRPC 127.0.0.1:{grpc_port}   "
+        grpc = "gRPC over mTLS" if self.tls else "gRPC"
+        _say(f"  authz                {grpc} 127.0.0.1:{grpc_port}   "
              f"metrics http://127.0.0.1:{http_port}/metrics")
+        if envoy_tls is not None:
+            _say(f"  mTLS: a throwaway CA made at start ({envoy_tls.parent}/tls-*); Envoy "
+                 "presents its client certificate, authz requires it")
+            refused = await asyncio.to_thread(
+                _refused_without_certificate, grpc_port, envoy_tls / "ca.crt"
+            )
+            _say("  a client without Envoy's certificate: "
+                 + ("refused at the handshake" if refused else "NOT refused"))
         _say(f"  stand-in Ant Media   http://127.0.0.1:{upstream_port} (answers with what "
              "reached it)")
         fixed = " (Envoy's fixed by --port)" if self.fixed_port else ""
@@ -259,7 +320,7 @@ class _Demo:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def _run(envoy_yaml: Path, port: int) -> int:
+async def _run(envoy_yaml: Path, port: int, tls: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -267,7 +328,7 @@ async def _run(envoy_yaml: Path, port: int) -> int:
     # mkdtemp makes the folder private (0700): its settings file holds the secret.
     folder = Path(tempfile.mkdtemp(prefix="authz-demo-"))
     _say("authz demo: starting authz, Envoy and a stand-in Ant Media Server on 127.0.0.1 ...")
-    demo = _Demo(envoy_yaml, port, folder)
+    demo = _Demo(envoy_yaml, port, folder, tls)
     code = EXIT_STOPPED
     try:
         with echo_server(_stand_in_body, (",", ":")) as upstream_port:
@@ -312,10 +373,13 @@ async def _run(envoy_yaml: Path, port: int) -> int:
     return code
 
 
-def run_demo(port: int = 0, envoy_config: str | None = None) -> int:
-    """Run the demo until SIGINT/SIGTERM; the exit code (0 after a clean stop)."""
+def run_demo(port: int = 0, envoy_config: str | None = None, tls: bool = False) -> int:
+    """Run the demo until SIGINT/SIGTERM; the exit code (0 after a clean stop). `tls`: mTLS
+    between Envoy and authz, certificates from a throwaway CA (envoy-tls.yaml)."""
     try:
-        envoy_yaml = find_envoy_yaml(envoy_config)
+        envoy_yaml = find_envoy_yaml(
+            envoy_config, PROJECT_ENVOY_TLS_YAML if tls else PROJECT_ENVOY_YAML
+        )
         envoy_command(envoy_yaml)  # finds the binary now, before anything starts
     except EnvoyNotFoundError as error:
         print(f"authz demo: {error}", file=sys.stderr)
@@ -323,4 +387,4 @@ def run_demo(port: int = 0, envoy_config: str | None = None) -> int:
     if not 0 <= port <= 65535:
         print(f"authz demo: --port {port} is not a port (0 picks a free one)", file=sys.stderr)
         return EXIT_CANNOT_START
-    return asyncio.run(_run(envoy_yaml, port))
+    return asyncio.run(_run(envoy_yaml, port, tls))

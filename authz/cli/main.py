@@ -205,7 +205,7 @@ def _add_check_parser(commands: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from authz.cli.demo import run_demo
 
-    return run_demo(port=args.port, envoy_config=args.envoy_config)
+    return run_demo(port=args.port, envoy_config=args.envoy_config, tls=args.tls)
 
 
 def _add_demo_parser(commands: Any) -> None:
@@ -219,7 +219,11 @@ def _add_demo_parser(commands: Any) -> None:
     demo.add_argument("--port", type=int, default=0,
                       help="Envoy's listen port on 127.0.0.1 (default 0: a free port)")
     demo.add_argument("--envoy-config", metavar="FILE",
-                      help="the Envoy config to run (default: the project's envoy.yaml)")
+                      help="the Envoy config to run (default: the project's envoy.yaml, "
+                      "envoy-tls.yaml with --tls)")
+    demo.add_argument("--tls", action="store_true",
+                      help="mTLS between Envoy and authz, with certificates from a throwaway "
+                      "CA made at start")
     demo.set_defaults(handler=_demo)
 
 

@@ -16,8 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
@@ -31,6 +35,7 @@ from authz.core.headers import JWT_HEADER_PREFIX, legal_header_value
 from authz.core.policy import POLICY_CONTEXT_KEY
 from authz.core.request import CLUSTER_AUTHORIZATION_HEADER, RequestView
 from authz.core.stream_check import STREAM_CONTEXT_KEY
+from authz.fronts.tls_pipe import TlsPipe
 from authz.observability import count_failed_check
 from authz.settings.addresses import split_host_port
 
@@ -223,15 +228,29 @@ class _App:
 
 
 class HttpFront:
-    """Envoy's HTTP ext_authz door on `address`, deciding with `check`, in the running loop."""
+    """Envoy's HTTP ext_authz door on `address`, deciding with `check`, in the running loop.
 
-    def __init__(self, address: str, check: Check) -> None:
+    With `tls`, the door accepts TLS itself (`authz.fronts.tls_pipe`: the context follows
+    certificate reloads) and granian serves behind it on a private Unix socket; without,
+    granian serves `address` directly.
+    """
+
+    def __init__(self, address: str, check: Check, tls: ssl.SSLContext | None = None) -> None:
         host, port = split_host_port(address)
         self.address = address
+        self._folder: str | None = None
+        self._pipe: TlsPipe | None = None
+        socket_path: Path | None = None
+        if tls is not None:
+            # mkdtemp: a folder only this user can enter (0700) holds the socket.
+            self._folder = tempfile.mkdtemp(prefix="authz-http-")
+            socket_path = Path(self._folder) / "door.sock"
+            self._pipe = TlsPipe(host, port, tls, str(socket_path), _BACKLOG)
         self._server = Server(
             _App(check),
             address=host,
             port=port,
+            uds=socket_path,  # when set, granian serves only there
             interface=Interfaces.RSGI,
             # HTTP/1.1 or h2c (prior knowledge), whichever the Envoy cluster speaks.
             http=HTTPModes.auto,
@@ -260,10 +279,20 @@ class HttpFront:
             # granian raises RuntimeError with a Rust backtrace: keep its first line.
             detail = str(error).splitlines()[0] if str(error) else repr(error)
             raise OSError(f"cannot serve on {self.address}: {detail}") from None
+        if self._pipe is not None:
+            try:
+                await self._pipe.start()
+            except OSError as error:
+                await self.stop(0)
+                raise OSError(f"cannot serve on {self.address}: {error.strerror}") from None
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight Checks answer for up to `grace` s, close connections."""
+        if self._pipe is not None:
+            # No new TLS connections; established ones end when granian closes its side.
+            self._pipe.close()
         if self._task is None:
+            self._remove_folder()
             return
         task, self._task = self._task, None
         self._server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
@@ -274,3 +303,11 @@ class HttpFront:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._pipe is not None:
+            await self._pipe.wait_closed()
+        self._remove_folder()
+
+    def _remove_folder(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

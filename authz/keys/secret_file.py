@@ -1,19 +1,15 @@
 """Watching a secret file (AUTHZ_HS256_SECRET_FILE, AUTHZ_STREAM_SECRET_FILE) for rotation.
 
 The format and its validation are `authz.keys.secrets.read_secret_file`'s (the same rules
-at start and on every reload); the first secret signs, all verify.
-
-The watcher polls `stat` of the path (following symlinks) plus its resolved path, so
-it sees an in-place edit, a rename over the file, and the Kubernetes Secret volume
-update, which swaps the `..data` symlink to a new timestamped directory.
+at start and on every reload); the first secret signs, all verify. How a change is noticed
+(Kubernetes symlink swaps included) is `authz.keys.file_watch`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 
+from authz.keys.file_watch import FilePoller, Signature
 from authz.keys.secrets import read_secret_file
 from authz.keys.store import KeyStore
 from authz.observability import SECRET_RELOAD_FAILURE, SECRET_RELOAD_SUCCESS
@@ -24,17 +20,6 @@ __all__ = ["POLL_SECONDS", "SecretFileWatcher"]
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-
-_Signature = tuple[str, int, int, int, int, int]
-
-
-def _signature(path: str) -> _Signature | None:
-    try:
-        st = os.stat(path)
-        real = os.path.realpath(path)
-    except OSError:
-        return None
-    return (real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class SecretFileWatcher:
@@ -51,40 +36,19 @@ class SecretFileWatcher:
         self._path = path
         self._setting = setting
         self._store = store
-        self._poll_seconds = poll_seconds
-        self._seen: _Signature | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._poller = FilePoller((path,), self._load, poll_seconds)
 
     def start(self) -> None:
         """Load the file now and keep polling it in the running event loop."""
-        self._check()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._poller.start()
 
     async def stop(self) -> None:
         """Stop polling."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            # asyncio.wait: a cancellation of the caller itself must still propagate.
-            await asyncio.wait([task])
+        await self._poller.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_seconds)
-            try:
-                self._check()
-            except Exception:
-                # The watcher must outlive any surprise; the last good secrets stay.
-                log.exception("secret file check failed", extra={"path": self._path})
-
-    def _check(self) -> None:
-        # stat before read: a change landing between the two is seen again next poll.
-        signature = _signature(self._path)
-        if signature == self._seen:
-            return
-        self._seen = signature
+    def _load(self, signatures: tuple[Signature | None, ...]) -> None:
         try:
-            if signature is None:
+            if signatures[0] is None:
                 raise SettingsError(self._setting, f"cannot stat {self._path}")
             secrets = read_secret_file(self._path, self._setting)
         except SettingsError as exc:

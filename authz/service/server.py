@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from authz.fronts.grpc import add_threaded_authorization_service, add_threaded_health_service
 from authz.fronts.http import HttpFront
 from authz.fronts.probes import HttpEndpoint
+from authz.fronts.tls import TlsCredentials, TlsWatcher
 from authz.fronts.webhook import WebhookFront
 from authz.keys.jwks_source import JWKSSource
 from authz.keys.secret_file import SecretFileWatcher
@@ -126,13 +127,31 @@ class Service:
             if settings.stream_secret_file
             else None
         )
+        # SPEC section 11: both Check doors over TLS when the files are set; the probes and
+        # /metrics stay plaintext.
+        self.tls = (
+            TlsCredentials(settings.tls_material) if settings.tls_material is not None else None
+        )
+        self.tls_watcher = (
+            TlsWatcher(settings.tls_files, self.tls)
+            if self.tls is not None and settings.tls_files is not None
+            else None
+        )
         self.grpc_server = grpc_server()
         add_threaded_authorization_service(self.grpc_server, self.checker.check_blocking)
         self.health = add_threaded_health_service(self.grpc_server)
-        self.grpc_port = self.grpc_server.add_insecure_port(settings.grpc_address)
+        self.grpc_port = (
+            self.grpc_server.add_secure_port(settings.grpc_address, self.tls.grpc_credentials())
+            if self.tls is not None
+            else self.grpc_server.add_insecure_port(settings.grpc_address)
+        )
         self.endpoint = HttpEndpoint(settings.http_address, registry, self.ready)
         self.http_front = (
-            HttpFront(settings.http_authz_address, self.checker.check)
+            HttpFront(
+                settings.http_authz_address,
+                self.checker.check,
+                tls=self.tls.ssl_context() if self.tls is not None else None,
+            )
             if settings.http_authz_address
             else None
         )
@@ -172,6 +191,8 @@ class Service:
             self.watcher.start()
         if self.stream_watcher is not None:
             self.stream_watcher.start()
+        if self.tls_watcher is not None:
+            self.tls_watcher.start()
         if self.jwks is not None:
             self.jwks.start()
         asyncio.get_running_loop().create_task(self._follow_readiness())
@@ -183,6 +204,8 @@ class Service:
                 "http_authz_address": self.settings.http_authz_address,
                 "ams_webhook_address": self.settings.ams_webhook_address,
                 "jwks": self.jwks is not None,
+                "tls": self.tls is not None,
+                "mtls": self.tls is not None and self.tls.material.requires_client_certificate,
                 "secrets": len(self.store.snapshot.secrets),
             },
         )
@@ -224,6 +247,8 @@ class Service:
             await self.watcher.stop()
         if self.stream_watcher is not None:
             await self.stream_watcher.stop()
+        if self.tls_watcher is not None:
+            await self.tls_watcher.stop()
         if self.jwks is not None:
             await self.jwks.stop()
         self._stopped.set()

@@ -14,6 +14,7 @@ __all__ = [
     "check_addresses",
     "check_key_source",
     "check_stream_secret",
+    "check_tls_files",
     "has_key_source",
     "start_warnings",
 ]
@@ -48,6 +49,23 @@ def check_stream_secret(settings: Settings) -> None:
                 "AUTHZ_STREAM_SECRET or AUTHZ_STREAM_SECRET_FILE "
                 "(Ant Media: settings.jwtStreamSecretKey)",
             )
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Raise `SettingsError` when the TLS settings are only half given: a certificate
+    without its key or the other way round, or a client CA without a server certificate."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert is not None and key is None:
+        raise SettingsError("AUTHZ_TLS_KEY_FILE", "AUTHZ_TLS_CERT_FILE is set: set its key too")
+    if key is not None and cert is None:
+        raise SettingsError("AUTHZ_TLS_CERT_FILE", "AUTHZ_TLS_KEY_FILE is set: set its "
+                            "certificate too")
+    if settings.tls_client_ca_file is not None and cert is None:
+        raise SettingsError(
+            "AUTHZ_TLS_CLIENT_CA_FILE",
+            "client certificates are checked only over TLS: set AUTHZ_TLS_CERT_FILE and "
+            "AUTHZ_TLS_KEY_FILE too",
+        )
 
 
 def check_addresses(settings: Settings) -> None:

@@ -276,4 +276,7 @@ CONVERTERS: dict[str, Callable[[object], object]] = {
     "publish_jwt_enabled": boolean,
     "ams_webhook_address": lambda v: address(v) if text(v) else None,
     "cluster_secret": secret,
+    "tls_cert_file": optional_text,
+    "tls_key_file": optional_text,
+    "tls_client_ca_file": optional_text,
 }

@@ -1,8 +1,8 @@
 """Loading the settings: `load_settings` layers the sources (later wins): built-in
 defaults, the YAML file (`--config`), Ant Media Server's `red5-web.properties`
 (`--ams-properties`), then `AUTHZ_*` environment variables; then converts, reads the
-secret file and runs the start checks. Every problem raises `SettingsError`, whose text
-is one line naming the setting and never containing a secret.
+secret files and the TLS files, and runs the start checks. Every problem raises
+`SettingsError`, whose text is one line naming the setting and never containing a secret.
 """
 
 from __future__ import annotations
@@ -14,8 +14,14 @@ from typing import Any
 import yaml
 
 from authz.keys.secrets import read_secret_file
+from authz.keys.tls_files import read_tls_material
 from authz.settings.ams import read_ams
-from authz.settings.checks import check_addresses, check_key_source, check_stream_secret
+from authz.settings.checks import (
+    check_addresses,
+    check_key_source,
+    check_stream_secret,
+    check_tls_files,
+)
 from authz.settings.convert import CONVERTERS, Raw
 from authz.settings.errors import SettingsError, env_name, suggest
 from authz.settings.model import Settings
@@ -124,6 +130,9 @@ def load_settings(
         settings = replace(settings, stream_file_secrets=stream_secrets)
     check_key_source(settings)
     check_stream_secret(settings)
+    check_tls_files(settings)
+    if settings.tls_files is not None:
+        settings = replace(settings, tls_material=read_tls_material(settings.tls_files))
     check_addresses(settings)
     if policies_yaml is not None:
         settings = replace(settings, policies=read_policies(policies_yaml, settings))

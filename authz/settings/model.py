@@ -8,6 +8,7 @@ from typing import Literal
 
 from authz.core.policy import DEFAULT_POLICY, Network, Policy
 from authz.keys.secrets import hmac_secrets
+from authz.keys.tls_files import TlsFiles, TlsMaterial
 
 __all__ = ["LogLevel", "Settings"]
 
@@ -20,7 +21,8 @@ class Settings:
 
     `hs256_file_secrets` holds the lines of `hs256_secret_file` as read at start;
     `hs256_secrets` is what the key snapshot starts with; `stream_file_secrets` and
-    `stream_secrets` are the same for the stream secrets (SPEC section 9).
+    `stream_secrets` are the same for the stream secrets (SPEC section 9); `tls_material`
+    is what the TLS files (SPEC section 11) held at start.
     """
 
     grpc_address: str = "0.0.0.0:9001"
@@ -45,9 +47,13 @@ class Settings:
     publish_jwt_enabled: bool = False
     ams_webhook_address: str | None = None
     cluster_secret: str | None = field(default=None, repr=False)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
     policies: dict[str, Policy] = field(default_factory=dict)
     hs256_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     stream_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    tls_material: TlsMaterial | None = field(default=None, repr=False)
     # Built once in __post_init__: every Check without a route policy reads it, and
     # building a Policy per Check cost about 0.7 us of a 3.4 us decision.
     default_policy: Policy = field(init=False, repr=False, compare=False)
@@ -64,6 +70,13 @@ class Settings:
                 audiences=self.audience,
             )
         object.__setattr__(self, "default_policy", configured)
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The TLS files of the Check doors, or None for plaintext."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
     @property
     def hs256_secrets(self) -> tuple[bytes, ...]:

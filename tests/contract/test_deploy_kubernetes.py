@@ -40,6 +40,8 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("cert-manager.io/v1", "Certificate"): "certificate-cert-manager-v1.json",
+    ("cert-manager.io/v1", "Issuer"): "issuer-cert-manager-v1.json",
 }
 EXPECTED_OBJECTS = {
     ("ServiceAccount", "authz"),

