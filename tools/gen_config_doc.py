@@ -24,8 +24,8 @@ from authz.core.policy import DEFAULT_POLICY, POLICY_CONTEXT_KEY  # noqa: E402
 from authz.settings.ams import AMS_KEYS  # noqa: E402
 from authz.settings.convert import CONVERTERS, MAX_LEEWAY_SECONDS  # noqa: E402
 from authz.settings.errors import ENV_PREFIX, env_name  # noqa: E402
-from authz.settings.model import Settings  # noqa: E402
 from authz.settings.issuers import ISSUER_KEYS  # noqa: E402
+from authz.settings.model import Settings  # noqa: E402
 from authz.settings.policies import CLAIM_OPS, POLICY_KEYS  # noqa: E402
 
 OUT = ROOT / "docs" / "configuration.md"
