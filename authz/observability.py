@@ -25,8 +25,6 @@ __all__ = [
     "JWKS_KEYS_SKIPPED",
     "JWKS_LAST_SUCCESS",
     "JWKS_REFRESHES",
-    "JWKS_REFRESH_FAILURE",
-    "JWKS_REFRESH_SUCCESS",
     "JWKS_TOO_MANY_KEYS",
     "SECRET_RELOADS",
     "SECRET_RELOAD_FAILURE",
@@ -56,38 +54,45 @@ CHECK_DURATION = Histogram(
     "Time to decide one Check, from request parsed to response built.",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+# Every JWKS series has an `issuer` label (SPEC section 10): the identity provider's `iss`,
+# or for the single AUTHZ_JWKS_URL the AUTHZ_ISSUER value ("" when it is not set).
 JWKS_REFRESHES = Counter(
-    "authz_jwks_refreshes", "JWKS fetches, by result.", ["result"]
+    "authz_jwks_refreshes", "JWKS fetches, by issuer and result.", ["issuer", "result"]
 )
 # Gauges under `--workers N`: each worker writes its own value, a scrape shows the largest
 # of the live workers' (a dead worker's file is dropped when the supervisor reaps it, so
 # its last value, e.g. a failure count, does not linger). Largest means: the key count and
 # last success of the freshest worker, the failure count of the worst one.
 JWKS_KEYS = Gauge(
-    "authz_jwks_keys", "Usable signing keys in the current JWKS key set.",
+    "authz_jwks_keys", "Usable signing keys in the current JWKS key set, by issuer.",
+    ["issuer"],
     multiprocess_mode="livemax",
 )
 JWKS_LAST_SUCCESS = Gauge(
     "authz_jwks_last_success_timestamp_seconds",
-    "Unix time of the last successful JWKS fetch.",
+    "Unix time of the last successful JWKS fetch, by issuer.",
+    ["issuer"],
     multiprocess_mode="livemax",
 )
 JWKS_CONSECUTIVE_FAILURES = Gauge(
     "authz_jwks_consecutive_failures",
-    "JWKS fetches failed in a row since the last success (0 = the key set is fresh).",
+    "JWKS fetches failed in a row since the last success (0 = the key set is fresh), by "
+    "issuer.",
+    ["issuer"],
     multiprocess_mode="livemax",
 )
 JWKS_KEYS_SKIPPED = Gauge(
     "authz_jwks_keys_skipped",
     "Entries of the current JWKS document that are not used, by reason "
-    "(not_for_signatures, unsupported, alg_mismatch, rsa_size, malformed).",
-    ["reason"],
+    "(not_for_signatures, unsupported, alg_mismatch, rsa_size, malformed), by issuer.",
+    ["issuer", "reason"],
     multiprocess_mode="livemax",
 )
 JWKS_TOO_MANY_KEYS = Counter(
     "authz_jwks_too_many_keys",
     "JWKS answers refused for holding more usable keys than the cap (100); the last good "
-    "key set stays in use.",
+    "key set stays in use. By issuer.",
+    ["issuer"],
 )
 SECRET_RELOADS = Counter(
     "authz_secret_reloads",
@@ -121,8 +126,6 @@ BUILD_INFO = Gauge(
 CHECKS_BY_REASON: dict[Reason, Any] = {
     r: CHECKS.labels("allow" if status_of(r) == 200 else "deny", r.value) for r in Reason
 }
-JWKS_REFRESH_SUCCESS = JWKS_REFRESHES.labels("success")
-JWKS_REFRESH_FAILURE = JWKS_REFRESHES.labels("failure")
 SECRET_RELOAD_SUCCESS = SECRET_RELOADS.labels("success")
 SECRET_RELOAD_FAILURE = SECRET_RELOADS.labels("failure")
 TLS_RELOAD_SUCCESS = TLS_RELOADS.labels("success")

@@ -112,7 +112,9 @@ class JWKSServer:
     closes). `dribble` sends the whole answer, status line and headers included, one byte
     every that many seconds, and `hangups` holds how long each such answer had run when
     the client went away. `requests` counts the GETs received, `arrivals` holds their
-    monotonic times. `tls` serves HTTPS with that context.
+    monotonic times. `tls` serves HTTPS with that context. `routes` maps a request path to
+    the body answered there instead of `body` (an OpenID Provider's discovery document
+    beside its JWKS); `paths` holds every path requested, in order.
     """
 
     def __init__(self, body: bytes = b'{"keys": []}', port: int = 0,
@@ -126,6 +128,8 @@ class JWKSServer:
         self.hangups: list[float] = []
         self.requests = 0
         self.arrivals: list[float] = []
+        self.routes: dict[str, bytes] = {}
+        self.paths: list[str] = []
         self._count_lock = threading.Lock()
         self._released = threading.Event()
         outer = self
@@ -134,12 +138,14 @@ class JWKSServer:
             def do_GET(self) -> None:
                 # Take the answer first, then count: a test that sees the count may change
                 # the answer without racing this request.
-                status, body, headers = outer.status, outer.body, dict(outer.headers)
+                status, headers = outer.status, dict(outer.headers)
+                body = outer.routes.get(self.path, outer.body)
                 delay, send_length = outer.delay, outer.send_length
                 dribble = outer.dribble
                 with outer._count_lock:
                     outer.requests += 1
                     outer.arrivals.append(time.monotonic())
+                    outer.paths.append(self.path)
                 if delay and outer._released.wait(delay):
                     return
                 if dribble:
@@ -192,6 +198,20 @@ class JWKSServer:
     @property
     def url(self) -> str:
         return f"{self._scheme}://127.0.0.1:{self.port}/.well-known/jwks.json"
+
+    @property
+    def origin(self) -> str:
+        return f"{self._scheme}://127.0.0.1:{self.port}"
+
+    def discovery(self, issuer: str, claimed: str | None = None,
+                  jwks_uri: str | None = None) -> None:
+        """Serve OpenID Provider metadata for `issuer` at its discovery path (OpenID Connect
+        Discovery 1.0 section 4), naming `claimed` as its issuer (default: `issuer`) and
+        `jwks_uri` (default: this server's `url`)."""
+        path = issuer.rstrip("/").removeprefix(self.origin) + "/.well-known/openid-configuration"
+        document = {"issuer": issuer if claimed is None else claimed,
+                    "jwks_uri": jwks_uri or self.url}
+        self.routes[path] = json.dumps(document).encode()
 
     def close(self) -> None:
         """Stop listening (later fetches get connection refused) and release hung requests."""

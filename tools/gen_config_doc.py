@@ -24,6 +24,7 @@ from authz.core.policy import DEFAULT_POLICY, POLICY_CONTEXT_KEY  # noqa: E402
 from authz.settings.ams import AMS_KEYS  # noqa: E402
 from authz.settings.convert import CONVERTERS, MAX_LEEWAY_SECONDS  # noqa: E402
 from authz.settings.errors import ENV_PREFIX, env_name  # noqa: E402
+from authz.settings.issuers import ISSUER_KEYS  # noqa: E402
 from authz.settings.model import Settings  # noqa: E402
 from authz.settings.policies import CLAIM_OPS, POLICY_KEYS  # noqa: E402
 
@@ -199,6 +200,28 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "`tls_cert_file`. Watched and reloaded like it (a new CA replaces the old one for "
         "new handshakes). Not set: no client certificate is asked for.",
     ),
+    "oidc_issuer": (
+        "an `https://` (or `http://`) issuer URL, exactly as its tokens' `iss`",
+        "One identity provider found by OpenID Connect discovery: the shorthand of an "
+        "`issuers:` list with this one entry and no `jwks_url` (see Identity providers "
+        "below). Conflicts with `jwks_url` and with `issuers:` (exit 2). With it, "
+        "`issuer`, when set, must be this same value.",
+    ),
+}
+
+# issuers: entry field -> meaning
+ISSUER_FIELDS: dict[str, str] = {
+    "issuer": "Required. The exact `iss` its tokens carry, trailing slash included. Without "
+    "`jwks_url` an `https://` (or `http://`) URL with no query or fragment, where discovery "
+    "starts; with one, any string.",
+    "jwks_url": "Its JWKS URL (a bare origin means `<origin>/.well-known/jwks.json`). Left "
+    "out: OpenID Connect discovery, `<issuer without its trailing slash>/.well-known/"
+    "openid-configuration` -> `jwks_uri`.",
+    "audience": "`aud` values of which its tokens must carry one (a list or a comma-separated "
+    "string), checked besides the policy's `audience`. Left out: no per-issuer check.",
+    "algorithms": "Allow-list of the JWS algorithms its keys may verify (RS256, RS384, RS512, "
+    "PS256, PS384, PS512, ES256, ES384, ES512, EdDSA); others are `alg_not_allowed`. Left "
+    "out: all of them, as each key's type allows.",
 }
 
 # policy field -> (the flat setting it inherits, meaning)
@@ -228,7 +251,15 @@ POLICY_FIELDS: dict[str, tuple[str | None, str]] = {
         None,
         "`{claim: header}`: claims sent upstream as headers on allow. Header names must start "
         "with `x-jwt-` (not `x-jwt-sub`, which always carries `sub`), because only `x-jwt-*` "
-        "headers are stripped from client requests, so upstream can trust them.",
+        "headers are stripped from client requests, so upstream can trust them. Each one is "
+        "also in the allow's dynamic metadata under the claim's name (gRPC door; the HTTP "
+        "door sends `x-authz-claim-<name>`), for Envoy's access log, RBAC and rate limits.",
+    ),
+    "issuers": (
+        None,
+        "The identity providers (their exact `issuer`) whose tokens the route takes; a token "
+        "of another, or verified by an HS256 secret, is `issuer_mismatch`. Each must be in "
+        "`issuers:` (exit 2 otherwise). Left out: any configured one.",
     ),
 }
 
@@ -269,6 +300,7 @@ def render() -> str:
     _same_keys("settings", SETTINGS, keys)
     _same_keys("policy fields", POLICY_FIELDS, POLICY_KEYS)
     _same_keys("claim tests", CLAIM_TESTS, CLAIM_OPS)
+    _same_keys("issuer fields", ISSUER_FIELDS, ISSUER_KEYS)
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     ams = {key: prop for prop, key in AMS_KEYS.items()}
 
@@ -289,8 +321,8 @@ def render() -> str:
         "`authz serve` and `authz token` read the same sources. An environment variable set to "
         "the empty string puts its setting back to the built-in default. Unknown keys, keys "
         "given twice and invalid values stop the start with one line naming the setting, and "
-        "exit code 2. At least one of a secret, a secret file or a JWKS URL is required while "
-        "JWT checking is on.",
+        "exit code 2. At least one of a secret, a secret file, a JWKS URL or an identity "
+        "provider is required while JWT checking is on.",
         "",
         "## Settings",
         "",
@@ -355,6 +387,71 @@ def render() -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _identity_providers() -> list[str]:
+    out = [
+        "",
+        "## Identity providers (`issuers:` in the YAML file)",
+        "",
+        "Three forms name where public keys come from, one at a time (two of them together "
+        "stop the start, exit 2):",
+        "",
+        "- `jwks_url` (`AUTHZ_JWKS_URL`, Ant Media's `settings.jwksURL`), with `issuer` when "
+        "tokens must carry that `iss`: one key set; tokens are not chosen by `iss`. Its "
+        "metrics carry `issuer` = the `issuer` setting (empty when not set).",
+        "- `oidc_issuer` (`AUTHZ_OIDC_ISSUER`): one identity provider found by discovery.",
+        "- `issuers:`: one or more identity providers, each with keys of its own.",
+        "",
+        "With identity providers, a token of a public-key algorithm is read before "
+        "verification only to choose: its `iss` must equal one entry's `issuer` exactly "
+        "(else `issuer_mismatch`), and only that entry's keys are tried, by `kid`: a key of "
+        "another issuer, even under the same `kid`, never verifies it. HS256 tokens still "
+        "verify with the secrets. The flat `issuer` / `audience` and a policy's `issuer` / "
+        "`audience` are checked on top; `issuer`, when set, must be one of the entries "
+        "unless an HS256 secret is configured (whose tokens may carry it).",
+        "",
+        "| field | meaning |",
+        "|---|---|",
+    ]
+    out += [f"| `{name}` | {ISSUER_FIELDS[name]} |" for name in ISSUER_KEYS]
+    out += [
+        "",
+        "Discovery (OpenID Connect Discovery 1.0 section 4): the issuer's trailing slash is "
+        "removed before `/.well-known/openid-configuration` is appended, so "
+        "`https://tenant.eu.auth0.com/` is read at "
+        "`https://tenant.eu.auth0.com/.well-known/openid-configuration`, never with `//`. A "
+        "document whose `issuer` is not exactly the configured one (a trailing slash more or "
+        "less included; RFC 8414 section 3.3) is not used, nor a `jwks_uri` over `http://` "
+        "named by a document fetched over `https://`. The document is read again at every "
+        "refresh of the key set, both inside one fetch's time limit.",
+        "",
+        "```yaml",
+        "issuers:",
+        "  # auth0: the issuer ends with a slash, and so does every token's iss.",
+        "  - issuer: https://tenant.eu.auth0.com/",
+        "    audience: [ams-rest]             # the API identifier",
+        "    algorithms: [RS256]",
+        "  # Ory Hydra: the public port; iss is its urls.self.issuer, usually with a slash.",
+        "  - issuer: https://hydra.internal:4444/",
+        "    jwks_url: https://hydra.internal:4444/.well-known/jwks.json",
+        "  # Keycloak: a realm's issuer is a path without a trailing slash.",
+        "  - issuer: https://sso.example.com/realms/ams",
+        "    audience: [ams-rest]",
+        "```",
+        "",
+        "**When one is down.** Each issuer is fetched and refreshed on its own, with the "
+        "rules of the JWKS URL (refresh period, `Cache-Control`, backoff, stale-if-error, "
+        "the unknown-kid refetch at most every 30 s, the key cap). `/readyz` is 200 once "
+        "every issuer has loaded a key set once, so a pod whose issuer is unreachable at "
+        "start stays out of rotation; meanwhile the other issuers' tokens are decided as "
+        "usual and that issuer's answer 503 `jwks_unavailable`. An issuer that fails later "
+        "keeps its last good keys (its `authz_jwks_consecutive_failures{issuer=...}` "
+        "climbs and `AuthzJwksRefreshFailing` fires for it alone). An unknown `kid` "
+        "refetches the keys of the token's issuer only; a dead issuer never holds up a "
+        "Check of another.",
+    ]
+    return out
 
 
 def main() -> int:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from authz.core.authenticate import authenticate
-from authz.core.decision import Decision, Reason, allow, deny
+from authz.core.decision import Decision, Reason, allow, deny, unknown_kid_of
 from authz.core.extract import find_token
 from authz.core.policy import (
     PolicyTable,
     check_required_claims,
+    forwarded,
     ip_allowed,
     select_policy,
-    upstream_headers,
 )
 from authz.core.request import RequestView
 from authz.core.stream_check import (
@@ -27,7 +27,7 @@ from authz.core.stream_check import (
     is_stream_request,
 )
 from authz.core.token_cache import TokenCache
-from authz.core.verify import TokenError, check_claims
+from authz.core.verify import TokenError, check_claims, check_issuer
 from authz.keys.snapshot import KeySnapshot
 
 __all__ = ["DecisionRules", "decide"]
@@ -67,8 +67,14 @@ def decide(
             token, keys, now, settings.leeway_seconds, settings.require_exp, cache
         )
         check_claims(verified, policy.issuer, policy.audiences)
+        if verified.issuer is not None or policy.issuers:
+            check_issuer(verified, keys, policy.issuers)
         check_required_claims(policy, verified.claims)
     except TokenError as refused:
+        if refused.issuer is not None:
+            return unknown_kid_of(refused.issuer)
         return deny(refused.reason)
-    headers = upstream_headers(policy, verified.sub, verified.claims)
-    return allow(view.jwt_headers, Reason.OK, headers, verified.sub, verified.iss, in_query)
+    headers, claims = forwarded(policy, verified.sub, verified.claims)
+    return allow(
+        view.jwt_headers, Reason.OK, headers, verified.sub, verified.iss, in_query, claims
+    )

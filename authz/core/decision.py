@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from authz.core.headers import is_header_name
 
-__all__ = ["Decision", "Reason", "allow", "deny", "status_of"]
+__all__ = ["Decision", "Reason", "allow", "deny", "status_of", "unknown_kid_of"]
 
 
 class Reason(StrEnum):
@@ -77,7 +77,9 @@ class Decision:
     On allow, `headers_to_set` go to the upstream (overwriting), `headers_to_remove`
     are stripped from the request and `query_parameters_to_remove` from its URL (the gRPC
     door only: Envoy's HTTP mode cannot). On deny, `headers_to_set` go to the client with
-    `body`.
+    `body`. `claims`: (claim name, value) of every claim the policy forwards, for Envoy's
+    dynamic metadata. `key_source`: on an unknown_kid denial among an identity provider's
+    keys, that provider (the one to refetch); never sent, and not part of equality.
     """
 
     reason: Reason
@@ -88,6 +90,8 @@ class Decision:
     sub: str | None = None
     iss: str | None = None
     query_parameters_to_remove: tuple[str, ...] = ()
+    claims: tuple[tuple[str, str], ...] = ()
+    key_source: str | None = field(default=None, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -95,8 +99,11 @@ class Decision:
 
     @property
     def metadata(self) -> dict[str, str]:
-        """Dynamic metadata for Envoy's access log: reason, and sub/iss when known."""
-        meta = {"reason": self.reason.value}
+        """Dynamic metadata for Envoy's access log, RBAC and rate limits: the forwarded
+        claims, the reason, and sub/iss when known (these three win over a claim of the
+        same name)."""
+        meta = dict(self.claims)
+        meta["reason"] = self.reason.value
         if self.sub is not None:
             meta["sub"] = self.sub
         if self.iss is not None:
@@ -111,9 +118,10 @@ def allow(
     sub: str | None = None,
     iss: str | None = None,
     query_parameters_to_remove: tuple[str, ...] = (),
+    claims: tuple[tuple[str, str], ...] = (),
 ) -> Decision:
-    """An allow with `headers` set upstream; the client-sent `jwt_headers` (x-jwt-*) are
-    removed unless authz sets them itself."""
+    """An allow with `headers` set upstream and the forwarded `claims` as metadata; the
+    client-sent `jwt_headers` (x-jwt-*) are removed unless authz sets them itself."""
     # Envoy removes after it sets, so a name must never be in both lists. A name that is
     # not a legal field name (CR, LF, NUL, ...) cannot be a header Envoy forwards: never
     # echoed.
@@ -121,7 +129,9 @@ def allow(
     remove = tuple(
         name for name in jwt_headers if name not in set_names and is_header_name(name)
     )
-    return Decision(reason, 200, headers, remove, "", sub, iss, query_parameters_to_remove)
+    return Decision(
+        reason, 200, headers, remove, "", sub, iss, query_parameters_to_remove, claims
+    )
 
 
 def _www_authenticate(reason: Reason, token_present: bool) -> str | None:
@@ -152,3 +162,17 @@ _DENIALS: dict[Reason, Decision] = {r: _build_deny(r) for r in Reason if status_
 def deny(reason: Reason) -> Decision:
     """The denial for `reason`: SPEC status, WWW-Authenticate (RFC 6750) and JSON body."""
     return _DENIALS[reason]
+
+
+# Per identity provider: configured issuers only (the core selects one before it can answer
+# unknown_kid), so this stays as small as the settings.
+_UNKNOWN_KID_OF: dict[str, Decision] = {}
+
+
+def unknown_kid_of(issuer: str) -> Decision:
+    """The unknown_kid denial naming `issuer` as the key source to refetch: on the wire the
+    same as `deny(Reason.UNKNOWN_KID)`, and equal to it."""
+    denial = _UNKNOWN_KID_OF.get(issuer)
+    if denial is None:
+        denial = _UNKNOWN_KID_OF[issuer] = replace(_DENIALS[Reason.UNKNOWN_KID], key_source=issuer)
+    return denial

@@ -23,9 +23,9 @@ __all__ = [
     "Policy",
     "PolicyTable",
     "check_required_claims",
+    "forwarded",
     "ip_allowed",
     "select_policy",
-    "upstream_headers",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -63,6 +63,9 @@ class Policy:
     # Where the token comes from, in order (SPEC section 9); the default is the one
     # `authorization` header.
     token_sources: tuple[TokenSource, ...] = DEFAULT_TOKEN_SOURCES
+    # The identity providers (their exact `iss`) whose tokens this route takes; empty: any
+    # configured one (SPEC section 10).
+    issuers: tuple[str, ...] = ()
 
 
 class PolicyTable(Protocol):
@@ -150,15 +153,21 @@ def _header_value(value: Any) -> str | None:
     return text if legal_header_value(text) else None
 
 
-def upstream_headers(
+def forwarded(
     policy: Policy, sub: str | None, claims: Mapping[str, Any]
-) -> tuple[tuple[str, str], ...]:
-    """Headers set on the upstream request: x-jwt-sub and the policy's forwarded claims."""
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """What an allow forwards: the upstream headers (x-jwt-sub and the policy's forwarded
+    claims) and, for Envoy's dynamic metadata, each forwarded claim by its own name with
+    the value its header carries."""
     headers: list[tuple[str, str]] = []
     if sub is not None and legal_header_value(sub):
         headers.append((SUB_HEADER, sub))
+    if not policy.forward_claims:
+        return tuple(headers), ()
+    metadata: list[tuple[str, str]] = []
     for claim, header in policy.forward_claims:
         value = _header_value(claims.get(claim))
         if value is not None:
             headers.append((header, value))
-    return tuple(headers)
+            metadata.append((claim, value))
+    return tuple(headers), tuple(metadata)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from authz.core.base64url import b64url_decode
 from authz.core.decision import Reason
 from authz.errors import AuthzError
-from authz.keys.snapshot import HMAC_ALGS, PUBLIC_ALGS, KeySnapshot, PublicKey
+from authz.keys.snapshot import HMAC_ALGS, PUBLIC_ALGS, IssuerKeys, KeySnapshot, PublicKey
 
 __all__ = [
     "HMAC_DIGESTS",
@@ -32,6 +32,7 @@ __all__ = [
     "TokenError",
     "VerifiedToken",
     "check_claims",
+    "check_issuer",
     "check_shape",
     "check_times",
     "json_object",
@@ -46,11 +47,13 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 class TokenError(AuthzError):
-    """The token is refused; `reason` is the SPEC's reason label."""
+    """The token is refused; `reason` is the SPEC's reason label. `issuer`: for an
+    unknown kid among an identity provider's keys, that provider (whose keys to refetch)."""
 
-    def __init__(self, reason: Reason) -> None:
+    def __init__(self, reason: Reason, issuer: str | None = None) -> None:
         super().__init__(reason.value)
         self.reason = reason
+        self.issuer = issuer
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,8 @@ class VerifiedToken:
     its snapshot's `key_ids`: the secret or JWKS entry, the alg, and how it was chosen).
 
     Time claims are validated numbers (or None); `sub`/`iss` are strings (or None);
-    `aud` is a tuple of strings (empty when absent).
+    `aud` is a tuple of strings (empty when absent). `issuer`: the identity provider whose
+    keys verified it (equal to `iss`), None for a secret or the single JWKS.
     """
 
     claims: Mapping[str, Any]
@@ -70,6 +74,7 @@ class VerifiedToken:
     sub: str | None
     iss: str | None
     aud: tuple[str, ...]
+    issuer: str | None = None
 
 
 # The hash of each HMAC alg (RFC 7518 section 3.2).
@@ -221,6 +226,31 @@ def _verify_public(
     raise TokenError(Reason.BAD_SIGNATURE)
 
 
+def _verify_provider(
+    alg: str, kid: str | None, iss: str | None, signing_input: bytes, signature: bytes,
+    keys: KeySnapshot,
+) -> str:
+    # SPEC section 10: the unverified `iss` only chooses the provider; its keys alone may
+    # verify, so a kid of another provider is unknown here.
+    provider = keys.issuers.get(iss) if iss is not None else None
+    if provider is None:
+        raise TokenError(Reason.ISSUER_MISMATCH)
+    if alg not in provider.algorithms:
+        raise TokenError(Reason.ALG_NOT_ALLOWED)
+    if not provider.loaded:
+        raise TokenError(Reason.JWKS_UNAVAILABLE)
+    if kid is not None and kid not in provider.by_kid:
+        raise TokenError(Reason.UNKNOWN_KID, provider.issuer)
+    fitting = provider.candidates.get((kid, alg))
+    if not fitting:
+        some_key_fits = kid is not None and (None, alg) in provider.candidates
+        raise TokenError(Reason.BAD_SIGNATURE if some_key_fits else Reason.ALG_NOT_ALLOWED)
+    for key, ident in fitting:
+        if _signature_ok(key, alg, signing_input, signature):
+            return ident
+    raise TokenError(Reason.BAD_SIGNATURE)
+
+
 def check_shape(token: str) -> None:
     """Refuse (malformed) a token over 8 KiB or not three unpadded base64url parts.
 
@@ -261,6 +291,9 @@ def verify_token(token: str, keys: KeySnapshot) -> VerifiedToken:
     if alg in HMAC_ALGS:
         key_id = _verify_hmac(alg, signing_input, signature, keys)
     elif alg in PUBLIC_ALGS:
+        if keys.issuers:
+            key_id = _verify_provider(alg, kid, iss, signing_input, signature, keys)
+            return VerifiedToken(claims, key_id, exp, nbf, iat, sub, iss, aud, iss)
         key_id = _verify_public(alg, kid, signing_input, signature, keys)
     else:
         # `none` in any spelling, and every algorithm authz does not implement.
@@ -286,4 +319,19 @@ def check_claims(token: VerifiedToken, issuer: str | None, audiences: tuple[str,
     if issuer is not None and token.iss != issuer:
         raise TokenError(Reason.ISSUER_MISMATCH)
     if audiences and not any(a in audiences for a in token.aud):
+        raise TokenError(Reason.AUDIENCE_MISMATCH)
+
+
+def check_issuer(token: VerifiedToken, keys: KeySnapshot, allowed: tuple[str, ...]) -> None:
+    """The identity-provider rules (SPEC section 10): the issuer whose keys verified the
+    token must be one of `allowed` (a policy's `issuers`, when it names any: a token
+    verified by a secret has none), and the token carry one of that issuer's audiences."""
+    if allowed and token.issuer not in allowed:
+        raise TokenError(Reason.ISSUER_MISMATCH)
+    provider: IssuerKeys | None = (
+        keys.issuers.get(token.issuer) if token.issuer is not None else None
+    )
+    if provider is not None and provider.audiences and not any(
+        a in provider.audiences for a in token.aud
+    ):
         raise TokenError(Reason.AUDIENCE_MISMATCH)

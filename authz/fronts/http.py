@@ -31,7 +31,7 @@ from granian.log import LogLevels
 from granian.server.embed import Server
 
 from authz.core.decision import Decision, Reason, deny, status_of
-from authz.core.headers import JWT_HEADER_PREFIX, legal_header_value
+from authz.core.headers import JWT_HEADER_PREFIX, is_header_name, legal_header_value
 from authz.core.policy import POLICY_CONTEXT_KEY
 from authz.core.request import CLUSTER_AUTHORIZATION_HEADER, RequestView
 from authz.core.stream_check import STREAM_CONTEXT_KEY
@@ -40,6 +40,7 @@ from authz.observability import count_failed_check
 from authz.settings.addresses import split_host_port
 
 __all__ = [
+    "CLAIM_HEADER_PREFIX",
     "CLIENT_IP_HEADER",
     "HEADER_READ_TIMEOUT_MS",
     "ISS_HEADER",
@@ -72,6 +73,8 @@ REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
 REASON_HEADER = "x-authz-reason"
 SUB_HEADER = "x-authz-sub"
 ISS_HEADER = "x-authz-iss"
+# Each claim the policy forwards, as x-authz-claim-<claim name, lowercased> (SPEC section 10).
+CLAIM_HEADER_PREFIX = "x-authz-claim-"
 
 # Envoy forwards at most its max_request_headers_kb (60 KiB by default) of request headers;
 # only the allowed ones reach authz, but they must all fit, or the client would get the
@@ -173,6 +176,10 @@ def _metadata_headers(decision: Decision) -> list[tuple[str, str]]:
         headers.append((SUB_HEADER, decision.sub))
     if decision.iss is not None and legal_header_value(decision.iss):
         headers.append((ISS_HEADER, decision.iss))
+    for claim, value in decision.claims:
+        name = CLAIM_HEADER_PREFIX + claim.lower()
+        if is_header_name(name):
+            headers.append((name, value))
     return headers
 
 

@@ -26,6 +26,13 @@ Refresh behaviour (all per process):
 - Unknown kid: `refresh_unknown_kid` starts one fetch that concurrent callers share, at
   most once per KID_REFRESH_INTERVAL_SECONDS (the first one is always allowed).
 - Fetches that finish out of order never install an older answer over a newer one.
+- Identity providers (SPEC section 10): one source per issuer, each with all of the above
+  on its own, installing into that issuer's part of the snapshot. With `discovery`, each
+  fetch first reads `<issuer>/.well-known/openid-configuration` (OpenID Connect Discovery
+  1.0 section 4: the issuer's trailing slash removed before the path is appended), uses
+  it only when its `issuer` is exactly the configured one (section 4.3, RFC 8414 section
+  3.3: no trailing-slash or case leniency), then fetches its `jwks_uri` (never http when
+  the document came over https), both inside the one total timeout.
 
 HTTP is stdlib urllib run in a daemon thread: one GET every few minutes needs no new
 dependency, and a daemon thread (unlike asyncio.to_thread) cannot hold up process exit
@@ -39,6 +46,7 @@ import asyncio
 import contextlib
 import functools
 import http.client
+import json
 import logging
 import random
 import socket
@@ -63,14 +71,14 @@ from authz.observability import (
     JWKS_KEYS,
     JWKS_KEYS_SKIPPED,
     JWKS_LAST_SUCCESS,
-    JWKS_REFRESH_FAILURE,
-    JWKS_REFRESH_SUCCESS,
+    JWKS_REFRESHES,
     JWKS_TOO_MANY_KEYS,
 )
 
 __all__ = [
     "BACKOFF_CAP_SECONDS",
     "BACKOFF_FIRST_SECONDS",
+    "DISCOVERY_PATH",
     "IO_TIMEOUT_SECONDS",
     "KID_REFRESH_INTERVAL_SECONDS",
     "MAX_AGE_FLOOR_SECONDS",
@@ -78,6 +86,7 @@ __all__ = [
     "TOTAL_TIMEOUT_SECONDS",
     "JWKSFetchError",
     "JWKSSource",
+    "discovery_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +99,7 @@ MAX_AGE_FLOOR_SECONDS = 30.0
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 _READ_CHUNK = 64 * 1024
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 _T = TypeVar("_T")
 
@@ -238,8 +248,19 @@ class _BudgetHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_BudgetHTTPSConnection, req, context=self._tls)
 
 
+def discovery_url(issuer: str) -> str:
+    """Where an issuer's OpenID Provider metadata is (OpenID Connect Discovery 1.0 section
+    4): `https://a.example/` and `https://a.example` both give
+    `https://a.example/.well-known/openid-configuration`."""
+    return issuer.rstrip("/") + DISCOVERY_PATH
+
+
 class JWKSSource:
-    """Keeps `store` supplied with the key set at `url`; see the module docstring."""
+    """Keeps `store` supplied with the key set at `url`; see the module docstring.
+
+    `issuer`: the identity provider whose part of the snapshot this source fills (None:
+    the single JWKS); `discovery`: `url` is found through that issuer's discovery
+    document. `label` is the `issuer` label of the JWKS metrics."""
 
     def __init__(
         self,
@@ -247,6 +268,9 @@ class JWKSSource:
         store: KeyStore,
         *,
         refresh_seconds: float,
+        issuer: str | None = None,
+        discovery: bool = False,
+        label: str | None = None,
         ca_file: str | None = None,
         io_timeout: float = IO_TIMEOUT_SECONDS,
         total_timeout: float = TOTAL_TIMEOUT_SECONDS,
@@ -254,16 +278,33 @@ class JWKSSource:
         max_age_floor: float = MAX_AGE_FLOOR_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._issuer = issuer
+        self._discovery = discovery_url(issuer) if discovery and issuer is not None else None
         self._url = url
-        self._shown_url = _shown(url)
+        self._shown_url = _shown(self._discovery or url)
         self._store = store
+        name = label if label is not None else (issuer or "")
+        self._log_issuer = name
+        self._refresh_success = JWKS_REFRESHES.labels(issuer=name, result="success")
+        self._refresh_failure = JWKS_REFRESHES.labels(issuer=name, result="failure")
+        self._keys_gauge = JWKS_KEYS.labels(issuer=name)
+        self._last_success = JWKS_LAST_SUCCESS.labels(issuer=name)
+        self._consecutive = JWKS_CONSECUTIVE_FAILURES.labels(issuer=name)
+        self._too_many = JWKS_TOO_MANY_KEYS.labels(issuer=name)
+        self._skipped_gauges = {
+            why: JWKS_KEYS_SKIPPED.labels(issuer=name, reason=why) for why in SKIP_REASONS
+        }
+        # Every series exists from the first scrape, so "no success yet" is visible.
+        self._refresh_success.inc(0)
+        self._refresh_failure.inc(0)
+        self._consecutive.set(0)
         self._period = refresh_seconds
         self._io_timeout = io_timeout
         self._total_timeout = total_timeout
         self._kid_interval = kid_refresh_interval
         self._max_age_floor = max_age_floor
         self._clock = clock
-        https = ca_file is not None or url.lower().startswith("https:")
+        https = ca_file is not None or (self._discovery or url).lower().startswith("https:")
         self._opener = urllib.request.build_opener(
             _NoDowngradeRedirect(), _BudgetHTTPHandler(), _BudgetHTTPSHandler(ca_file, https)
         )
@@ -279,7 +320,11 @@ class JWKSSource:
     @property
     def ready(self) -> bool:
         """True once a key set has been loaded (it stays loaded: failures keep the old one)."""
-        return self._store.snapshot.jwks_loaded
+        snapshot = self._store.snapshot
+        if self._issuer is None:
+            return snapshot.jwks_loaded
+        provider = snapshot.issuers.get(self._issuer)
+        return provider is not None and provider.loaded
 
     def start(self) -> None:
         """Begin fetching in the running event loop: the first fetch, then the refresh cycle."""
@@ -351,8 +396,8 @@ class JWKSSource:
         except Exception as exc:
             # Any failure, expected or not, must leave the refresh cycle running.
             self._failures += 1
-            JWKS_REFRESH_FAILURE.inc()
-            JWKS_CONSECUTIVE_FAILURES.set(self._failures)
+            self._refresh_failure.inc()
+            self._consecutive.set(self._failures)
             if isinstance(exc, JWKSFetchError):
                 error = str(exc)
             elif isinstance(exc, TimeoutError):
@@ -361,35 +406,48 @@ class JWKSSource:
                 error = _summary(exc)
             log.warning(
                 "JWKS fetch failed; keeping the last good key set",
-                extra={"url": self._shown_url, "trigger": trigger, "error": error,
-                       "consecutive_failures": self._failures, "loaded": self.ready},
+                extra={"url": self._shown_url, "issuer": self._log_issuer, "trigger": trigger,
+                       "error": error, "consecutive_failures": self._failures,
+                       "loaded": self.ready},
             )
             return None
         self._failures = 0
-        JWKS_REFRESH_SUCCESS.inc()
-        JWKS_CONSECUTIVE_FAILURES.set(0)
-        JWKS_LAST_SUCCESS.set(time.time())
+        self._refresh_success.inc()
+        self._consecutive.set(0)
+        self._last_success.set(time.time())
         if seq > self._installed_seq:
             self._installed_seq = seq
-            before = self._store.snapshot
-            self._store.set_public_keys(answer.keys)
-            JWKS_KEYS.set(len(answer.keys))
-            for why in SKIP_REASONS:
-                JWKS_KEYS_SKIPPED.labels(why).set(sum(s.reason == why for s in answer.skipped))
+            was_ready = self.ready
+            before = self._current_keys()
+            if self._issuer is None:
+                self._store.set_public_keys(answer.keys)
+            else:
+                self._store.set_issuer_keys(self._issuer, answer.keys)
+            self._keys_gauge.set(len(answer.keys))
+            for why, gauge in self._skipped_gauges.items():
+                gauge.set(sum(s.reason == why for s in answer.skipped))
             self._loaded.set()
             if (
-                not before.jwks_loaded
-                or [k.ident for k in before.public_keys] != [k.ident for k in answer.keys]
+                not was_ready
+                or [k.ident for k in before] != [k.ident for k in answer.keys]
                 or answer.skipped != self._skipped
             ):
                 self._log_loaded(trigger, answer)
             self._skipped = answer.skipped
         return answer
 
+    def _current_keys(self) -> tuple[PublicKey, ...]:
+        snapshot = self._store.snapshot
+        if self._issuer is None:
+            return snapshot.public_keys
+        provider = snapshot.issuers.get(self._issuer)
+        return provider.public_keys if provider is not None else ()
+
     def _log_loaded(self, trigger: str, answer: _Answer) -> None:
         # Only when the set changed: the same document is re-read every refresh.
         log.info("JWKS key set loaded",
-                 extra={"url": self._shown_url, "trigger": trigger, "keys": len(answer.keys),
+                 extra={"url": self._shown_url, "issuer": self._log_issuer, "trigger": trigger,
+                        "keys": len(answer.keys),
                         "skipped": len(answer.skipped),
                         "kids": [k.kid for k in answer.keys[:20]]})
         for skip in answer.skipped:
@@ -404,11 +462,29 @@ class JWKSSource:
 
     def _fetch(self) -> _Answer:
         # Runs in a worker thread: blocking I/O, no event-loop state touched.
-        request = urllib.request.Request(
-            self._url,
-            headers={"Accept": "application/json", "User-Agent": f"authz/{__version__}"},
-        )
         _budgets.current = _Budget(time.monotonic() + self._total_timeout, self._io_timeout)
+        try:
+            url = self._url
+            if self._discovery is not None:
+                document, _ = self._get(self._discovery)
+                url = _jwks_uri(document, self._issuer or "", self._discovery)
+            body, max_age = self._get(url)
+        finally:
+            _budgets.current = None
+        try:
+            key_set = read_jwks(body)
+        except JWKSTooManyKeys as exc:
+            self._too_many.inc()
+            raise JWKSFetchError(f"key set refused: {exc}") from None
+        except JWKSError as exc:
+            raise JWKSFetchError(f"not a usable JWKS: {exc}") from None
+        return _Answer(key_set.keys, key_set.skipped, max_age)
+
+    def _get(self, url: str) -> tuple[bytes, float | None]:
+        # One GET inside the fetch's budget: the body (capped) and its Cache-Control max-age.
+        request = urllib.request.Request(
+            url, headers={"Accept": "application/json", "User-Agent": f"authz/{__version__}"},
+        )
         try:
             response: HTTPResponse = self._opener.open(request, timeout=self._io_timeout)
             with response:
@@ -425,16 +501,32 @@ class JWKSSource:
         except (OSError, HTTPException, ValueError) as exc:
             # OSError covers socket timeouts and TLS errors; ValueError a bad URL or header.
             raise JWKSFetchError(f"cannot fetch: {_summary(exc)}") from None
-        finally:
-            _budgets.current = None
-        try:
-            key_set = read_jwks(body)
-        except JWKSTooManyKeys as exc:
-            JWKS_TOO_MANY_KEYS.inc()
-            raise JWKSFetchError(f"key set refused: {exc}") from None
-        except JWKSError as exc:
-            raise JWKSFetchError(f"not a usable JWKS: {exc}") from None
-        return _Answer(key_set.keys, key_set.skipped, max_age)
+        return body, max_age
+
+
+def _jwks_uri(document: bytes, issuer: str, where: str) -> str:
+    """The `jwks_uri` of an OpenID Provider metadata document, once its `issuer` is exactly
+    `issuer`; JWKSFetchError otherwise (the message never quotes what the server sent)."""
+    try:
+        metadata = json.loads(document.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise JWKSFetchError("discovery document is not JSON") from None
+    if not isinstance(metadata, dict):
+        raise JWKSFetchError("discovery document is not a JSON object")
+    if metadata.get("issuer") != issuer:
+        # RFC 8414 3.3, OpenID Connect Discovery 4.3: a document naming another issuer
+        # (a trailing slash more or less included) may be an attacker's; never used.
+        raise JWKSFetchError("discovery document names another issuer than the configured one")
+    uri = metadata.get("jwks_uri")
+    if not isinstance(uri, str) or not uri:
+        raise JWKSFetchError("discovery document has no jwks_uri")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise JWKSFetchError("discovery document's jwks_uri is not an http(s) URL")
+    if where.lower().startswith("https:") and scheme != "https":
+        raise JWKSFetchError("discovery document over https names a non-https jwks_uri")
+    return uri
 
 
 def _read_capped(response: HTTPResponse) -> bytes:

@@ -12,12 +12,29 @@ secret file's lines in file order, then AUTHZ_HS256_SECRET.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 from authz.keys.secrets import hmac_secrets
-from authz.keys.snapshot import STREAM_ALGS, KeySnapshot, PublicKey
+from authz.keys.snapshot import STREAM_ALGS, IssuerKeys, KeySnapshot, PublicKey
 
-__all__ = ["KeySettings", "KeyStore", "StreamKeySettings"]
+__all__ = ["IssuerSettings", "KeySettings", "KeyStore", "StreamKeySettings"]
+
+
+class IssuerSettings(Protocol):
+    """One identity provider as the settings name it (`authz.settings.model.IssuerConfig`)."""
+
+    @property
+    def issuer(self) -> str: ...
+
+    @property
+    def jwks_url(self) -> str | None: ...
+
+    @property
+    def audience(self) -> tuple[str, ...]: ...
+
+    @property
+    def algorithms(self) -> frozenset[str]: ...
 
 
 class KeySettings(Protocol):
@@ -31,6 +48,9 @@ class KeySettings(Protocol):
 
     @property
     def jwks_url(self) -> str | None: ...
+
+    @property
+    def issuers(self) -> Sequence[IssuerSettings]: ...
 
 
 class StreamKeySettings(Protocol):
@@ -52,6 +72,9 @@ class KeyStore:
         self.snapshot = KeySnapshot.build(
             secrets=hmac_secrets(settings.hs256_file_secrets, self._plain_secret),
             jwks_configured=settings.jwks_url is not None,
+            issuers=tuple(
+                IssuerKeys.build(p.issuer, p.algorithms, p.audience) for p in settings.issuers
+            ),
         )
 
     @classmethod
@@ -78,3 +101,8 @@ class KeyStore:
         """Swap in a freshly fetched JWKS key set (marks the key set as loaded)."""
         with self._lock:
             self.snapshot = self.snapshot.with_public_keys(keys)
+
+    def set_issuer_keys(self, issuer: str, keys: tuple[PublicKey, ...]) -> None:
+        """Swap in a freshly fetched key set of the identity provider `issuer`."""
+        with self._lock:
+            self.snapshot = self.snapshot.with_issuer_keys(issuer, keys)

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from authz.core.decide import decide
 from authz.core.decision import Decision, Reason, deny
@@ -62,14 +62,33 @@ class SnapshotSource(Protocol):
     def snapshot(self) -> KeySnapshot: ...
 
 
+class _Wait(NamedTuple):
+    # How long a Check may wait for the unknown-kid refetch, and of which identity
+    # provider's keys (None: the single JWKS).
+    seconds: float
+    issuer: str | None
+
+
+def _refetch(
+    refresh: Callable[..., Coroutine[Any, Any, None]], seconds: float, issuer: str | None
+) -> Coroutine[Any, Any, None]:
+    # A refresh for the single JWKS takes the timeout only, one of several sources the
+    # issuer too (authz.keys.issuers.KeySources.refresh_unknown_kid).
+    return refresh(seconds) if issuer is None else refresh(seconds, issuer)
+
+
 class Checker:
-    """Decides RequestViews against the live key material; shared by every front door."""
+    """Decides RequestViews against the live key material; shared by every front door.
+
+    `refresh_unknown_kid(timeout)` refetches the JWKS on an unknown kid; with identity
+    providers it is called `(timeout, issuer)` for the one whose keys lack the kid.
+    """
 
     def __init__(
         self,
         settings: Settings,
         keys: SnapshotSource,
-        refresh_unknown_kid: Callable[[float], Coroutine[Any, Any, None]] | None = None,
+        refresh_unknown_kid: Callable[..., Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], float] = time.time,
         stream_keys: SnapshotSource | None = None,
     ) -> None:
@@ -126,7 +145,7 @@ class Checker:
         refresh = self._refresh
         try:
             if refresh is not None:  # always: _steps waits only when there is one
-                await refresh(wait)
+                await _refetch(refresh, wait.seconds, wait.issuer)
         except Exception as error:
             return _resume(steps, error)
         return _resume(steps)
@@ -146,12 +165,12 @@ class Checker:
         if isinstance(wait, Decision):
             return wait
         try:
-            self._wait_blocking(min(wait, _deadline_wait(time_left)))
+            self._wait_blocking(min(wait.seconds, _deadline_wait(time_left)), wait.issuer)
         except Exception as error:
             return _resume(steps, error)
         return _resume(steps)
 
-    def _steps(self, view: RequestView, transport: str) -> Generator[float, None, Decision]:
+    def _steps(self, view: RequestView, transport: str) -> Generator[_Wait, None, Decision]:
         """The one decide-with-refresh path of both doors: decide; if the token's kid is
         unknown and a JWKS can be refetched, yield the longest wait for that refetch (the
         caller waits its own way, then resumes, or throws what waiting raised) and decide
@@ -160,7 +179,7 @@ class Checker:
         try:
             decision = self.decide_now(view)
             if decision.reason is Reason.UNKNOWN_KID and self._refresh is not None:
-                yield UNKNOWN_KID_WAIT_SECONDS
+                yield _Wait(UNKNOWN_KID_WAIT_SECONDS, decision.key_source)
                 decision = self.decide_now(view)
         except Exception as error:
             log_internal_error(transport, error)
@@ -183,7 +202,7 @@ class Checker:
             )
         return decision
 
-    def _wait_blocking(self, wait: float) -> None:
+    def _wait_blocking(self, wait: float, issuer: str | None) -> None:
         # From a server thread: run the refresh in the key sources' loop and wait for it,
         # lending this thread's place to a spare; past MAX_KID_WAITERS waiters, or with no
         # time left, start (or join) the refresh without waiting for it.
@@ -191,11 +210,11 @@ class Checker:
         if loop is None or refresh is None:
             return
         if wait <= 0 or not self._kid_waiters.acquire(blocking=False):
-            asyncio.run_coroutine_threadsafe(refresh(0.0), loop)
+            asyncio.run_coroutine_threadsafe(_refetch(refresh, 0.0, issuer), loop)
             return
         try:
             with _lend_thread():
-                running = asyncio.run_coroutine_threadsafe(refresh(wait), loop)
+                running = asyncio.run_coroutine_threadsafe(_refetch(refresh, wait, issuer), loop)
                 # refresh_unknown_kid gives up after its timeout itself; the margin only
                 # covers the hop to the loop and back.
                 with contextlib.suppress(concurrent.futures.TimeoutError):
@@ -204,7 +223,7 @@ class Checker:
             self._kid_waiters.release()
 
 
-def _first(steps: Generator[float, None, Decision]) -> Decision | float:
+def _first(steps: Generator[_Wait, None, Decision]) -> Decision | _Wait:
     # The decision, or how long `steps` may wait for a refresh before it decides again.
     try:
         return next(steps)
@@ -213,7 +232,7 @@ def _first(steps: Generator[float, None, Decision]) -> Decision | float:
         return decision
 
 
-def _resume(steps: Generator[float, None, Decision], error: Exception | None = None) -> Decision:
+def _resume(steps: Generator[_Wait, None, Decision], error: Exception | None = None) -> Decision:
     # Resume `steps` after its wait (or with what the wait raised): its decision.
     try:
         if error is None:

@@ -24,7 +24,7 @@ from authz.fronts.http import HttpFront
 from authz.fronts.probes import HttpEndpoint
 from authz.fronts.tls import TlsCredentials, TlsWatcher
 from authz.fronts.webhook import WebhookFront
-from authz.keys.jwks_source import JWKSSource
+from authz.keys.issuers import key_sources
 from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
 from authz.observability import init_metrics
@@ -98,16 +98,8 @@ class Service:
     def __init__(self, settings: Settings, registry: CollectorRegistry = REGISTRY) -> None:
         self.settings = settings
         self.store = KeyStore(settings)
-        self.jwks = (
-            JWKSSource(
-                settings.jwks_url,
-                self.store,
-                refresh_seconds=settings.jwks_refresh_seconds,
-                ca_file=settings.jwks_ca_file,
-            )
-            if settings.jwks_url
-            else None
-        )
+        # The single AUTHZ_JWKS_URL, or one source per identity provider (SPEC section 10).
+        self.jwks = key_sources(settings, self.store)
         self.stream_store = KeyStore.of_stream_secrets(settings)
         self.checker = Checker(
             settings,
@@ -168,7 +160,8 @@ class Service:
         self._extra_stops: list[Callable[[], Awaitable[None]]] = []
 
     def ready(self) -> bool:
-        """Key material loaded, Checks accepted, not draining."""
+        """Key material loaded (every identity provider's once), Checks accepted, not
+        draining."""
         keys_ready = self.jwks is None or self.jwks.ready
         return self._accepting and not self._draining and keys_ready
 

@@ -21,14 +21,15 @@ __all__ = [
 
 NO_KEY = (
     "JWT checking is on but no key is configured: set AUTHZ_HS256_SECRET, "
-    "AUTHZ_HS256_SECRET_FILE or AUTHZ_JWKS_URL, or turn JWT checking off"
+    "AUTHZ_HS256_SECRET_FILE, AUTHZ_JWKS_URL, AUTHZ_OIDC_ISSUER or issuers:, or turn JWT "
+    "checking off"
 )
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 
 
 def has_key_source(settings: Settings) -> bool:
-    """True when an HMAC secret or a JWKS URL is configured."""
-    return bool(settings.hs256_secrets) or settings.jwks_url is not None
+    """True when an HMAC secret, a JWKS URL or an identity provider is configured."""
+    return bool(settings.hs256_secrets) or settings.jwks_url is not None or bool(settings.issuers)
 
 
 def check_key_source(settings: Settings) -> None:

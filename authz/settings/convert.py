@@ -27,6 +27,7 @@ __all__ = [
     "ca_file",
     "cache_size",
     "cidrs",
+    "issuer_url",
     "jwks_url",
     "log_level",
     "number",
@@ -230,6 +231,29 @@ def jwks_url(value: object) -> str | None:
     return urlunsplit(parts._replace(scheme=parts.scheme.lower(), fragment=""))
 
 
+def issuer_url(value: object) -> str | None:
+    """An OpenID Provider's issuer identifier for discovery: an http(s) URL with a host and
+    no query or fragment (OpenID Connect Discovery 1.0 section 2), kept exactly as written
+    (a trailing slash is part of the identifier: tokens must carry the same); empty is None."""
+    spelled = text(value)
+    if not spelled:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in spelled):
+        raise ValueError("must not contain spaces or control characters")
+    parts = urlsplit(spelled)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"must be an https:// (or http://) URL, got {shown(spelled)}")
+    if not parts.hostname or "@" in parts.netloc:
+        raise ValueError(f"must name a host (and no user or password), got {shown(spelled)}")
+    if parts.query or parts.fragment or spelled.endswith(("?", "#")):
+        raise ValueError(f"must have no query or fragment, got {shown(spelled)}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the validation
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return spelled
+
+
 def ca_file(value: object) -> str | None:
     """A readable PEM CA bundle's path; empty is None."""
     path = text(value)
@@ -279,4 +303,5 @@ CONVERTERS: dict[str, Callable[[object], object]] = {
     "tls_cert_file": optional_text,
     "tls_key_file": optional_text,
     "tls_client_ca_file": optional_text,
+    "oidc_issuer": issuer_url,
 }

@@ -24,13 +24,14 @@ from authz.settings.checks import (
 )
 from authz.settings.convert import CONVERTERS, Raw
 from authz.settings.errors import SettingsError, env_name, suggest
-from authz.settings.model import Settings
+from authz.settings.issuers import check_required_issuers, combine_issuers, read_issuers
+from authz.settings.model import IssuerConfig, Settings
 from authz.settings.policies import read_policies
 
 __all__ = ["YAML_KEYS", "load_settings"]
 
-# The top-level keys of the YAML file: the flat settings and `policies`.
-YAML_KEYS = (*CONVERTERS, "policies")
+# The top-level keys of the YAML file: the flat settings, `issuers` and `policies`.
+YAML_KEYS = (*CONVERTERS, "issuers", "policies")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -95,9 +96,13 @@ def load_settings(
     """
     raw: dict[str, Raw] = {}
     policies_yaml: object = None
+    listed: tuple[IssuerConfig, ...] | None = None
     if config_file is not None:
         document = _read_yaml(config_file)
         policies_yaml = document.pop("policies", None)
+        issuers_yaml = document.pop("issuers", None)
+        if issuers_yaml is not None:
+            listed = read_issuers(issuers_yaml)
         raw.update(
             (key, Raw(value, f"from {key} in {config_file}"))
             for key, value in document.items()
@@ -128,6 +133,7 @@ def load_settings(
             settings.stream_secret_file, env_name("stream_secret_file")
         )
         settings = replace(settings, stream_file_secrets=stream_secrets)
+    settings = combine_issuers(settings, listed)
     check_key_source(settings)
     check_stream_secret(settings)
     check_tls_files(settings)
@@ -136,4 +142,5 @@ def load_settings(
     check_addresses(settings)
     if policies_yaml is not None:
         settings = replace(settings, policies=read_policies(policies_yaml, settings))
+    check_required_issuers(settings)
     return settings

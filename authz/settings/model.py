@@ -8,11 +8,24 @@ from typing import Literal
 
 from authz.core.policy import DEFAULT_POLICY, Network, Policy
 from authz.keys.secrets import hmac_secrets
+from authz.keys.snapshot import PUBLIC_ALGS
 from authz.keys.tls_files import TlsFiles, TlsMaterial
 
-__all__ = ["LogLevel", "Settings"]
+__all__ = ["IssuerConfig", "LogLevel", "Settings"]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """One identity provider (SPEC section 10): the exact `iss` of its tokens, its JWKS URL
+    (None: OpenID Connect discovery), the audiences of which its tokens must carry one
+    (none: no per-issuer check) and the algorithms its keys may verify."""
+
+    issuer: str
+    jwks_url: str | None = None
+    audience: tuple[str, ...] = ()
+    algorithms: frozenset[str] = PUBLIC_ALGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +35,8 @@ class Settings:
     `hs256_file_secrets` holds the lines of `hs256_secret_file` as read at start;
     `hs256_secrets` is what the key snapshot starts with; `stream_file_secrets` and
     `stream_secrets` are the same for the stream secrets (SPEC section 9); `tls_material`
-    is what the TLS files (SPEC section 11) held at start.
+    is what the TLS files (SPEC section 11) held at start. `issuers` holds the identity
+    providers: the YAML `issuers:` list, or the one AUTHZ_OIDC_ISSUER names.
     """
 
     grpc_address: str = "0.0.0.0:9001"
@@ -50,6 +64,8 @@ class Settings:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
+    oidc_issuer: str | None = None
+    issuers: tuple[IssuerConfig, ...] = ()
     policies: dict[str, Policy] = field(default_factory=dict)
     hs256_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     stream_file_secrets: tuple[bytes, ...] = field(default=(), repr=False)

@@ -19,7 +19,7 @@ __all__ = ["CLAIM_OPS", "POLICY_KEYS", "read_policies"]
 
 POLICY_KEYS = (
     "jwt_enabled", "allowed_cidrs", "issuer", "audience", "required_claims", "forward_claims",
-    "token_sources",
+    "token_sources", "issuers",
 )
 CLAIM_OPS: tuple[Literal["equals", "one_of", "contains"], ...] = ("equals", "one_of", "contains")
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -73,14 +73,23 @@ def _policy(name: str, body: object, settings: Settings) -> Policy:
         required_claims=read("required_claims", _claim_rules, ()),
         forward_claims=read("forward_claims", _forward_claims, ()),
         token_sources=read("token_sources", _token_sources, DEFAULT_TOKEN_SOURCES),
+        issuers=read("issuers", _issuers, ()),
     )
     if policy.jwt_enabled and not has_key_source(settings):
         raise SettingsError(f"{prefix}.jwt_enabled", NO_KEY)
     if not policy.jwt_enabled:
-        for key in ("required_claims", "forward_claims", "token_sources"):
+        for key in ("required_claims", "forward_claims", "token_sources", "issuers"):
             if fields.get(key):
                 raise SettingsError(f"{prefix}.{key}", "needs JWT checking on for this policy")
     return policy
+
+
+def _issuers(value: object) -> tuple[str, ...]:
+    """`[https://a.example/, ...]`: the identity providers (exact `iss`) this route takes."""
+    issuers = convert.string_list(value)
+    if not issuers:
+        raise ValueError("must name at least one configured issuer (leave it out for all)")
+    return issuers
 
 
 def _token_sources(value: object) -> tuple[TokenSource, ...]:

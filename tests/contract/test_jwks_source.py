@@ -66,7 +66,9 @@ FAST: dict[str, Any] = {"io_timeout": 0.5, "total_timeout": 1.0}
 
 
 def metric(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+    # The single JWKS URL's series carry issuer="" (no AUTHZ_ISSUER in these settings).
+    wanted = {"issuer": "", **(labels or {})} if name.startswith("authz_jwks_") else labels
+    return REGISTRY.get_sample_value(name, wanted or {}) or 0.0
 
 
 def failures() -> float:

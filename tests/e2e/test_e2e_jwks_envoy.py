@@ -66,6 +66,7 @@ def test_rs256_through_envoy_from_start_to_rotation() -> None:
             assert server.requests == fetches + 1
 
             metrics = authz.metrics()
-            assert 'authz_jwks_refreshes_total{result="success"}' in metrics
-            assert "authz_jwks_consecutive_failures 0.0" in metrics
-            assert "authz_jwks_keys 1.0" in metrics
+            # The single AUTHZ_JWKS_URL without AUTHZ_ISSUER: issuer="".
+            assert 'authz_jwks_refreshes_total{issuer="",result="success"}' in metrics
+            assert 'authz_jwks_consecutive_failures{issuer=""} 0.0' in metrics
+            assert 'authz_jwks_keys{issuer=""} 1.0' in metrics

@@ -71,7 +71,8 @@ def _gauge_of(metrics_dir: Path, pid: int, name: str) -> float | None:
 
 
 def _scraped(authz: Authz, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", authz.metrics(), re.MULTILINE)
+    # The single AUTHZ_JWKS_URL's series: issuer="" (no AUTHZ_ISSUER).
+    match = re.search(rf'^{name}{{issuer=""}} (\S+)$', authz.metrics(), re.MULTILINE)
     assert match is not None, f"{name} not in the scrape"
     return float(match[1])
 
