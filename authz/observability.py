@@ -172,11 +172,19 @@ def count_failed_check(transport: str, error: BaseException) -> None:
     _BY_TRANSPORT[transport].inc()
 
 
-def init_metrics() -> None:
-    """Publish build info so every series exists from the first scrape."""
+def init_metrics(jwks_configured: bool = True) -> None:
+    """Publish build info so every series exists from the first scrape. Each JWKS source
+    makes its issuer's series; without any, the SPEC section 6 JWKS series still exist,
+    at zero, under `issuer=""` (the single-JWKS label), as they did before the label."""
     # `_created` series double every counter's exposition and no dashboard uses them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     BUILD_INFO.labels(__version__).set(1)
+    if not jwks_configured:
+        for result in ("success", "failure"):
+            JWKS_REFRESHES.labels(issuer="", result=result)
+        JWKS_KEYS.labels(issuer="")
+        JWKS_LAST_SUCCESS.labels(issuer="")
+        JWKS_CONSECUTIVE_FAILURES.labels(issuer="")
 
 
 class _JsonFormatter(logging.Formatter):

@@ -167,7 +167,7 @@ class Service:
 
     async def start(self) -> None:
         """Start serving; readiness follows the first JWKS fetch."""
-        init_metrics()
+        init_metrics(jwks_configured=self.jwks is not None)
         self.endpoint.start()
         self.checker.refresh_on(asyncio.get_running_loop())
         self.grpc_server.start()
