@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -212,6 +212,8 @@ def run_authz(
             "AUTHZ_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
             "AUTHZ_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
             "AUTHZ_HS256_SECRET": SECRET,
+            # SIGTERM closes the ports at once; the drain tests set their own delay.
+            "AUTHZ_DRAIN_DELAY_SECONDS": "0",
         }
     )
     full_env.update(env or {})
@@ -257,7 +259,7 @@ class Envoy:
 
 @contextlib.contextmanager
 def run_envoy(
-    clusters: Mapping[str, int],
+    clusters: Mapping[str, int | Sequence[int]],
     source: Path = ENVOY_YAML,
     wait_cluster_healthy: str | None = "authz",
     health_check_ports: Mapping[str, int] | None = None,

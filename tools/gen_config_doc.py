@@ -22,7 +22,11 @@ sys.path.insert(0, str(ROOT))
 # The imports below come after the path is set for a checkout, hence E402.
 from authz.core.policy import DEFAULT_POLICY, POLICY_CONTEXT_KEY  # noqa: E402
 from authz.settings.ams import AMS_KEYS  # noqa: E402
-from authz.settings.convert import CONVERTERS, MAX_LEEWAY_SECONDS  # noqa: E402
+from authz.settings.convert import (  # noqa: E402
+    CONVERTERS,
+    MAX_DRAIN_DELAY_SECONDS,
+    MAX_LEEWAY_SECONDS,
+)
 from authz.settings.errors import ENV_PREFIX, env_name  # noqa: E402
 from authz.settings.issuers import ISSUER_KEYS  # noqa: E402
 from authz.settings.model import Settings  # noqa: E402
@@ -124,6 +128,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "log_level": (
         "`debug`, `info`, `warning`, `error`",
         "Structured JSON logs on stderr at this level. No level ever logs a token or a secret.",
+    ),
+    "drain_delay_seconds": (
+        f"a number of seconds, 0 to {MAX_DRAIN_DELAY_SECONDS}",
+        "On SIGTERM, how long authz keeps answering Checks after it turned not-ready "
+        "(`/readyz` 503, gRPC health `NOT_SERVING`) before it closes its ports: long enough "
+        "for Envoy's health check and Kubernetes to stop sending it traffic, so that a "
+        "rolling update loses no Check. Envoy's `health_checks` interval times "
+        "`unhealthy_threshold`, plus a margin (the shipped Envoy configs: 1 s x 2). Then "
+        "in-flight Checks get 5 s to finish. Keep `terminationGracePeriodSeconds` above the "
+        "sum (docs/drain.md).",
     ),
     "token_cache_size": (
         "a whole number, 0 for no cache",

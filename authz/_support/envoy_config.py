@@ -6,9 +6,10 @@ to users; only listen addresses and cluster endpoints move to loopback ports.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,25 +73,33 @@ def render_envoy_config(
     source: Path,
     listen_port: int,
     admin_port: int,
-    clusters: Mapping[str, int],
+    clusters: Mapping[str, int | Sequence[int]],
 ) -> dict[str, Any]:
     """The Envoy config in `source` with its first listener on 127.0.0.1:`listen_port`, its
     admin on 127.0.0.1:`admin_port`, and each cluster named in `clusters` pointed at
-    127.0.0.1:<port>. Nothing else changes."""
+    127.0.0.1:<port> (several ports: one endpoint each, as a cluster of several authz
+    instances). Nothing else changes."""
     config: dict[str, Any] = yaml.safe_load(source.read_text())
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
     for cluster in config["static_resources"]["clusters"]:
-        port = clusters.get(cluster["name"])
-        if port is None:
+        ports = clusters.get(cluster["name"])
+        if ports is None:
             continue
         for group in cluster["load_assignment"]["endpoints"]:
-            for endpoint in group["lb_endpoints"]:
-                endpoint["endpoint"]["address"]["socket_address"].update(
-                    address="127.0.0.1", port_value=port
-                )
+            template = group["lb_endpoints"][0]
+            group["lb_endpoints"] = [
+                _endpoint_at(template, port)
+                for port in ([ports] if isinstance(ports, int) else ports)
+            ]
     return config
+
+
+def _endpoint_at(template: dict[str, Any], port: int) -> dict[str, Any]:
+    endpoint = copy.deepcopy(template)
+    endpoint["endpoint"]["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
+    return endpoint
 
 
 def envoy_command(config_path: Path, log_level: str = "warning") -> list[str]:

@@ -157,6 +157,8 @@ def _settings_yaml(secret: str, grpc_port: int, http_port: int) -> dict[str, Any
         "http_address": f"127.0.0.1:{http_port}",
         "hs256_secret": secret,
         "log_level": "warning",
+        # One local Envoy and no Kubernetes: nothing has to be told before the ports close.
+        "drain_delay_seconds": 0,
         # envoy.yaml routes /StrictApp/rest/... to this policy.
         "policies": {
             "admin": {"required_claims": [{"claim": "role", "one_of": ["admin", "publisher"]}]}

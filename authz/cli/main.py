@@ -50,7 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
         for warning in start_warnings(settings):
             log.warning(warning)
     if args.workers > 1:
-        return supervise(args.workers, args.config, args.ams_properties)
+        return supervise(
+            args.workers, args.config, args.ams_properties, settings.drain_delay_seconds
+        )
     return asyncio.run(run(settings, metrics_registry()))
 
 

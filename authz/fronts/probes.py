@@ -43,30 +43,38 @@ class HttpEndpoint:
     def __init__(
         self, address: str, registry: CollectorRegistry, is_ready: Callable[[], bool]
     ) -> None:
-        host, port = split_host_port(address)
+        self._address = address
         self._registry = registry
         self._is_ready = is_ready
-        self._server = make_server(
+        self._server: WSGIServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after `start`)."""
+        assert self._server is not None, "HttpEndpoint.port before start()"
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind and serve (a worker binds only once it can decide)."""
+        host, port = split_host_port(self._address)
+        server = make_server(
             host,
             port,
             self._app,
             server_class=_Server6 if ":" in host else _Server,
             handler_class=_QuietHandler,
         )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="authz-http-endpoint", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
+        self._server = server
+        threading.Thread(
+            target=server.serve_forever, name="authz-http-endpoint", daemon=True
+        ).start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Close the port; a second call does nothing."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

@@ -1,8 +1,9 @@
 """Lifecycle of one authz process: start the fronts and key sources, drain on SIGTERM.
 
 Readiness (`/readyz` and gRPC health) is true once the key material is loaded and the
-gRPC server accepts Checks; SIGTERM turns it false, lets in-flight Checks finish, exits 0.
-A second SIGTERM exits at once.
+gRPC server accepts Checks; SIGTERM turns it false, keeps answering for the drain delay
+(while Envoy and Kubernetes stop sending), closes the ports, lets in-flight Checks finish
+and exits 0 (docs/drain.md). A second SIGTERM exits at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from authz.keys.secret_file import SecretFileWatcher
 from authz.keys.store import KeyStore
 from authz.observability import init_metrics
 from authz.service.checker import Checker, CheckThreads
+from authz.service.handover import LISTEN_WAIT_SECONDS, WorkerChannel
 from authz.settings.model import Settings
 
 __all__ = [
@@ -132,11 +134,6 @@ class Service:
         self.grpc_server = grpc_server()
         add_threaded_authorization_service(self.grpc_server, self.checker.check_blocking)
         self.health = add_threaded_health_service(self.grpc_server)
-        self.grpc_port = (
-            self.grpc_server.add_secure_port(settings.grpc_address, self.tls.grpc_credentials())
-            if self.tls is not None
-            else self.grpc_server.add_insecure_port(settings.grpc_address)
-        )
         self.endpoint = HttpEndpoint(settings.http_address, registry, self.ready)
         self.http_front = (
             HttpFront(
@@ -165,11 +162,29 @@ class Service:
         keys_ready = self.jwks is None or self.jwks.ready
         return self._accepting and not self._draining and keys_ready
 
-    async def start(self) -> None:
-        """Start serving; readiness follows the first JWKS fetch."""
+    async def start(self, wait_for_keys: bool = False) -> None:
+        """Start the key sources, then bind the ports and serve. Readiness follows the first
+        JWKS fetch; with `wait_for_keys` (a `--workers` worker, whose ports the kernel
+        shares with its siblings) nothing is bound before the key sources are ready, or
+        LISTEN_WAIT_SECONDS passed."""
         init_metrics(jwks_configured=self.jwks is not None)
-        self.endpoint.start()
         self.checker.refresh_on(asyncio.get_running_loop())
+        if self.watcher is not None:
+            self.watcher.start()
+        if self.stream_watcher is not None:
+            self.stream_watcher.start()
+        if self.tls_watcher is not None:
+            self.tls_watcher.start()
+        if self.jwks is not None:
+            self.jwks.start()
+            if wait_for_keys:
+                await self.jwks.wait_ready(LISTEN_WAIT_SECONDS)
+        self.endpoint.start()
+        if self.tls is not None:
+            credentials = self.tls.grpc_credentials()
+            self.grpc_server.add_secure_port(self.settings.grpc_address, credentials)
+        else:
+            self.grpc_server.add_insecure_port(self.settings.grpc_address)
         self.grpc_server.start()
         if self.http_front is not None:
             await self.http_front.start()
@@ -180,14 +195,6 @@ class Service:
             webhook = self.webhook_front
             self.add_stop(lambda: webhook.stop(DRAIN_GRACE_SECONDS))
         self._accepting = True
-        if self.watcher is not None:
-            self.watcher.start()
-        if self.stream_watcher is not None:
-            self.stream_watcher.start()
-        if self.tls_watcher is not None:
-            self.tls_watcher.start()
-        if self.jwks is not None:
-            self.jwks.start()
         asyncio.get_running_loop().create_task(self._follow_readiness())
         log.info(
             "serving",
@@ -224,12 +231,26 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), timeout=0.2)
 
-    async def drain(self) -> None:
-        """Turn not-ready, finish in-flight Checks, stop everything."""
-        self._draining = True
-        for name in _HEALTH_SERVICES:
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        log.info("draining")
+    async def drain(self, handover: bool = False) -> None:
+        """Stop serving without losing a Check (docs/drain.md).
+
+        Whole process: turn not-ready (`/readyz` 503, gRPC health NOT_SERVING), keep
+        answering for `drain_delay_seconds` while Envoy's health check and Kubernetes take
+        this instance out of rotation, then close the ports (HTTP/2 GOAWAY) and let the
+        in-flight Checks finish. `handover` (a worker whose successor already serves on
+        the same ports): close the probe port first, so the pod's probes and scrapes land
+        on the siblings, then the Check ports at once; readiness stays on, since Envoy's
+        health check of the shared address may reach this worker until its port closes.
+        """
+        if handover:
+            self.endpoint.stop()
+        else:
+            self._draining = True
+            for name in _HEALTH_SERVICES:
+                self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            log.info("draining", extra={"delay_seconds": self.settings.drain_delay_seconds})
+            await asyncio.sleep(self.settings.drain_delay_seconds)
+        log.info("closing ports", extra={"handover": handover})
         for stop in self._extra_stops:
             await stop()
         stopped = self.grpc_server.stop(grace=DRAIN_GRACE_SECONDS)
@@ -250,8 +271,11 @@ class Service:
 
 
 async def run(settings: Settings, registry: CollectorRegistry = REGISTRY) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; the process exit code."""
+    """Serve until SIGTERM/SIGINT, then drain; the process exit code. A `--workers`
+    worker binds once it can decide and, on SIGTERM, waits for its supervisor's order
+    (authz/service/handover.py)."""
     service = Service(settings, registry)
+    channel = WorkerChannel.from_environment()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -263,7 +287,14 @@ async def run(settings: Settings, registry: CollectorRegistry = REGISTRY) -> int
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    await service.start()
+    await service.start(wait_for_keys=channel is not None)
+    if channel is None:
+        await stop.wait()
+        await service.drain()
+        return 0
+    await channel.ready()
     await stop.wait()
-    await service.drain()
+    order = await channel.leave()
+    await service.drain(handover=order == "handover")
+    channel.close()
     return 0

@@ -25,15 +25,19 @@ from the kernel and drains):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -41,13 +45,14 @@ from types import FrameType
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import mark_process_dead
 
+from authz.service.handover import CONTROL_FD_ENV, HANDOVER, LEAVING, READY, STOP
 from authz.service.server import DRAIN_GRACE_SECONDS
 
 __all__ = [
     "MAX_RESTARTS",
     "MULTIPROC_ENV",
     "RESTART_WINDOW_SECONDS",
-    "STOP_TIMEOUT_SECONDS",
+    "STOP_MARGIN_SECONDS",
     "SUPERVISOR_ENV",
     "is_worker",
     "metrics_registry",
@@ -63,8 +68,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_ENV = "_AUTHZ_SUPERVISOR_PID"
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
-# A worker gets its own drain grace plus a margin for closing down.
-STOP_TIMEOUT_SECONDS = DRAIN_GRACE_SECONDS + 10.0
+# On top of its drain delay, a stopping worker gets its drain grace plus a margin for
+# closing down.
+STOP_MARGIN_SECONDS = DRAIN_GRACE_SECONDS + 10.0
 _POLL_SECONDS = 0.2
 
 
@@ -109,76 +115,170 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+@dataclass(eq=False)
+class _Worker:
+    process: subprocess.Popen[bytes]
+    control: socket.socket  # the supervisor's end of the worker's control socket
+    # The leaving worker this one replaces: told `handover` once this one is ready.
+    predecessor: _Worker | None = None
+    leaving: bool = False
+    received: bytes = b""
+
+    def tell(self, message: bytes) -> None:
+        with contextlib.suppress(OSError):  # it may have exited meanwhile
+            self.control.sendall(message)
+
+
 class _Supervisor:
-    def __init__(self, count: int, worker_argv: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, count: int, worker_argv: list[str], env: dict[str, str], stop_timeout: float
+    ) -> None:
         self._count = count
+        self._stop_timeout = stop_timeout
         self._argv = worker_argv
         self._env = env
-        self._workers: list[subprocess.Popen[bytes]] = []
+        self._workers: list[_Worker] = []
         self._deaths: list[float] = []
         self._stopping = False
+        self._selector = selectors.DefaultSelector()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, predecessor: _Worker | None = None) -> _Worker:
+        ours, theirs = socket.socketpair()
+        env = {**self._env, CONTROL_FD_ENV: str(theirs.fileno())}
         # stdout/stderr are inherited: the workers' JSON log lines go where the parent's go.
-        return subprocess.Popen(
-            self._argv, env=self._env, preexec_fn=partial(_die_with_parent, os.getpid())
+        # Its own session: a terminal's Ctrl-C (or a signal to the process group) reaches
+        # the supervisor only, which passes it on once.
+        process = subprocess.Popen(
+            self._argv,
+            env=env,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,
+            preexec_fn=partial(_die_with_parent, os.getpid()),
         )
+        theirs.close()
+        ours.setblocking(False)
+        worker = _Worker(process, ours, predecessor)
+        self._selector.register(ours, selectors.EVENT_READ, worker)
+        self._workers.append(worker)
+        return worker
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
         for worker in self._workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
+            if worker.process.poll() is None:
+                worker.tell(STOP)
+                worker.process.send_signal(signum)
+
+    def _on_message(self, worker: _Worker, line: bytes) -> None:
+        if line == LEAVING:
+            worker.leaving = True
+            if self._stopping:
+                worker.tell(STOP)
+                return
+            successor = self._spawn(predecessor=worker)
+            log.info(
+                "worker leaving: successor started",
+                extra={"pid": worker.process.pid, "successor": successor.process.pid},
+            )
+        elif line == READY and worker.predecessor is not None:
+            # The successor serves on the shared ports: now its predecessor may close them.
+            worker.predecessor.tell(HANDOVER)
+            log.info(
+                "successor ready: handover",
+                extra={"pid": worker.process.pid, "predecessor": worker.predecessor.process.pid},
+            )
+            worker.predecessor = None
+
+    def _read(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
+            worker: _Worker = key.data
+            try:
+                data = worker.control.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self._selector.unregister(worker.control)
+                continue
+            worker.received += data
+            while b"\n" in worker.received:
+                line, _, worker.received = worker.received.partition(b"\n")
+                self._on_message(worker, line + b"\n")
+
+    def _reap(self, worker: _Worker, code: int) -> bool:
+        """Forget an exited worker, restarting it unless it left as planned; False when
+        the workers keep dying (a crash loop)."""
+        self._workers.remove(worker)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.control)
+        worker.control.close()
+        # Before the replacement starts: a reused pid must not lose its new files.
+        mark_process_dead(worker.process.pid, self._env[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
+        if worker.leaving and worker.predecessor is None:
+            log.info("worker left", extra={"pid": worker.process.pid, "exit_code": code})
+            return True
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_SECONDS]
+        self._deaths.append(now)
+        if len(self._deaths) > MAX_RESTARTS:
+            log.error(
+                "workers keep dying: stopping",
+                extra={"pid": worker.process.pid, "exit_code": code},
+            )
+            return False
+        # A successor that died before it was ready still owes its predecessor a handover.
+        replacement = self._spawn(predecessor=worker.predecessor)
+        log.warning(
+            "worker died: restarted",
+            extra={"pid": worker.process.pid, "exit_code": code,
+                   "new_pid": replacement.process.pid},
+        )
+        return True
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        self._workers = [self._spawn() for _ in range(self._count)]
-        log.info("workers started", extra={"workers": [w.pid for w in self._workers]})
+        for _ in range(self._count):
+            self._spawn()
+        log.info("workers started", extra={"workers": self.pids()})
         while not self._stopping:
-            for index, worker in enumerate(self._workers):
-                code = worker.poll()
+            self._read(_POLL_SECONDS)
+            for worker in list(self._workers):
+                code = worker.process.poll()
                 if code is None or self._stopping:
                     continue
-                # Before the replacement starts: a reused pid must not lose its new files.
-                mark_process_dead(worker.pid, self._env[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
-                now = time.monotonic()
-                self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_SECONDS]
-                self._deaths.append(now)
-                if len(self._deaths) > MAX_RESTARTS:
-                    log.error(
-                        "workers keep dying: stopping",
-                        extra={"pid": worker.pid, "exit_code": code},
-                    )
+                if not self._reap(worker, code):
                     self._on_signal(signal.SIGTERM, None)
                     self._wait_all()
                     return 1
-                self._workers[index] = self._spawn()
-                log.warning(
-                    "worker died: restarted",
-                    extra={"pid": worker.pid, "exit_code": code,
-                           "new_pid": self._workers[index].pid},
-                )
-            time.sleep(_POLL_SECONDS)
         return 0 if self._wait_all() else 1
+
+    def pids(self) -> list[int]:
+        """The pids of the running workers."""
+        return [worker.process.pid for worker in self._workers]
 
     def _wait_all(self) -> bool:
         clean = True
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        deadline = time.monotonic() + self._stop_timeout
         for worker in self._workers:
             try:
-                code = worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+                code = worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                worker.kill()
-                code = worker.wait()
+                worker.process.kill()
+                code = worker.process.wait()
             # Killed by the signal passed on: a worker still starting, before its handlers.
             clean = clean and code in (0, -signal.SIGTERM, -signal.SIGINT)
+            worker.control.close()
         log.info("workers stopped", extra={"clean": clean})
         return clean
 
 
-def supervise(count: int, config: str | None, ams_properties: str | None) -> int:
-    """Run `count` workers of `authz serve --workers 1` with these settings files.
+def supervise(
+    count: int, config: str | None, ams_properties: str | None, drain_delay: float
+) -> int:
+    """Run `count` workers of `authz serve --workers 1` with these settings files, whose
+    drain delay is `drain_delay` seconds.
 
     Returns the exit code: 0 after a clean SIGTERM drain, 1 after a crash loop.
     """
@@ -200,7 +300,7 @@ def supervise(count: int, config: str | None, ams_properties: str | None) -> int
     env[SUPERVISOR_ENV] = str(os.getpid())
     argv = [sys.executable, "-m", "authz.cli", "serve", *serve_args, "--workers", "1"]
     try:
-        return _Supervisor(count, argv, env).run()
+        return _Supervisor(count, argv, env, drain_delay + STOP_MARGIN_SECONDS).run()
     finally:
         if own_dir:
             shutil.rmtree(directory, ignore_errors=True)

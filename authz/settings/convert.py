@@ -20,6 +20,7 @@ from authz.settings.model import LogLevel
 
 __all__ = [
     "CONVERTERS",
+    "MAX_DRAIN_DELAY_SECONDS",
     "MAX_LEEWAY_SECONDS",
     "Raw",
     "address",
@@ -41,6 +42,8 @@ __all__ = [
 # Clock skew is seconds, at worst minutes: a leeway beyond this keeps long-expired tokens
 # valid (1e15 would accept a token that expired in 1990), so it is refused, not clamped.
 MAX_LEEWAY_SECONDS = 300
+# A drain longer than this outlasts any sensible terminationGracePeriodSeconds.
+MAX_DRAIN_DELAY_SECONDS = 120
 _LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -293,6 +296,7 @@ CONVERTERS: dict[str, Callable[[object], object]] = {
     "allowed_cidrs": cidrs,
     "jwt_enabled": boolean,
     "log_level": log_level,
+    "drain_delay_seconds": within(0, "seconds", MAX_DRAIN_DELAY_SECONDS),
     "token_cache_size": cache_size,
     "stream_secret": secret,
     "stream_secret_file": optional_text,

@@ -54,6 +54,7 @@ class Settings:
     allowed_cidrs: tuple[Network, ...] = ()
     jwt_enabled: bool = True
     log_level: LogLevel = "info"
+    drain_delay_seconds: float = 5.0
     token_cache_size: int = 100_000
     stream_secret: str | None = field(default=None, repr=False)
     stream_secret_file: str | None = None

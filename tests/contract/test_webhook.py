@@ -212,6 +212,7 @@ def test_the_service_serves_and_drains_the_webhook_door() -> None:
         grpc_address=f"127.0.0.1:{free_port()}",
         http_address=f"127.0.0.1:{free_port()}",
         ams_webhook_address=f"127.0.0.1:{free_port()}",
+        drain_delay_seconds=0,
     )
 
     async def run() -> Reply:

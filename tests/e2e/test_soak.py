@@ -5,18 +5,22 @@ mixes tokens whose right answer the load generator knows at every instant: valid
 (the plain secret, and each generation of the rotated secret file), valid RS256 (each
 generation of the JWKS), expired, forged (wrong secret, right kid with a rogue key),
 unknown kid, alg none, tampered payload. Meanwhile a fault driver, on a schedule scaled
-to the run: SIGTERMs one worker and then the other (the supervisor restarts each),
-rotates the HS256 secret file (old secret denied, new allowed after the watcher's poll)
-and the JWKS (adds key b, then retires key a), then makes the JWKS answer 500, then
-garbage, then hang (the last good key set must stay in use throughout).
+to the run: SIGTERMs a worker five times, one and then the other (planned restarts: the
+supervisor starts a successor, which binds the shared ports once it has its keys, and only
+then tells the leaving worker to close its own), SIGKILLs one (a crash), rotates the HS256
+secret file (old secret denied, new allowed after the watcher's poll) and the JWKS (adds
+key b, then retires key a), then makes the JWKS answer 500, then garbage, then hang (the
+last good key set must stay in use throughout).
 
 Where a change makes a token's answer flip, the oracle accepts either answer within a
 window after the change (key sources poll: AUTHZ_JWKS_REFRESH_SECONDS=1, the secret file
 watcher's POLL_SECONDS); everywhere else exactly one answer is right.
 
 Pass: zero wrong decisions, zero 5xx (every Check was answered by authz, also across the
-worker restarts), worker RSS growth under 10 % from after warm-up to the end, open fds
-flat. `test_soak_short` (10 s) runs by default; `test_soak_long` (60 s) is marked long.
+planned worker restarts; around the crash only what was in flight on the dead worker may
+fail, and the report counts it), worker RSS growth under 10 % from after warm-up to the
+end, open fds flat. `test_soak_short` (20 s) runs by default; `test_soak_long` (60 s) is
+marked long.
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ JWKS_REFRESH_SECONDS = 1.0
 # one poll. The margins absorb scheduling on a busy machine.
 JWKS_WINDOW = 2 * JWKS_REFRESH_SECONDS + 1.0
 SECRET_WINDOW = POLL_SECONDS + 1.0
-# A worker restart's window, from its SIGTERM until this long after its successor runs.
+# A worker restart's window, from its signal until this long after its successor runs.
 RESTART_MARGIN = 1.0
+PLANNED_RESTARTS = 5
 LOAD_THREADS = 8
 # Paced, not flat out: on a small CI machine a saturated CPU alone would push Checks past
 # Envoy's 0.5 s ext_authz timeout, and the test is about authz, not the machine.
@@ -256,21 +261,28 @@ class Figures:
     fds_before: int = 0
     fds_after: int = 0
     restarted: list[tuple[int, int]] = field(default_factory=list)
+    crashed: list[tuple[int, int]] = field(default_factory=list)
     jwks_served: Counter[str] = field(default_factory=Counter)
     events: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0
-    # (from, until) around each worker SIGTERM, and the 5xx that fell inside one.
+    # (from, until) around each worker SIGTERM (planned: nothing may fail) and SIGKILL
+    # (a crash: the Checks in flight on that worker may fail, and are counted).
     restart_windows: list[tuple[float, float]] = field(default_factory=list)
+    crash_windows: list[tuple[float, float]] = field(default_factory=list)
+    crash_errors: list[Result] = field(default_factory=list)
     restart_errors: list[Result] = field(default_factory=list)
 
     def report(self, seconds: float) -> str:
         return (
             f"soak {seconds:.0f}s: {self.requests} requests ({self.requests / seconds:.0f}/s), "
             f"{len(self.wrong)} wrong decisions, {len(self.errors)} 5xx "
-            f"(+{len(self.restart_errors)} while a worker restarted); "
+            f"+{len(self.restart_errors)} 5xx around {len(self.restart_windows)} planned "
+            "worker restarts "
+            f"+{len(self.crash_errors)} 5xx around a worker's SIGKILL; "
             f"worker RSS {self.rss_before / 2**20:.1f} -> {self.rss_after / 2**20:.1f} MiB, "
             f"fds {self.fds_before} -> {self.fds_after}; "
-            f"worker restarts {self.restarted}; JWKS answers {dict(self.jwks_served)}; "
+            f"worker restarts {self.restarted}, crash {self.crashed}; "
+            f"JWKS answers {dict(self.jwks_served)}; "
             f"by kind {dict(sorted(self.by_kind.items()))}"
         )
 
@@ -320,23 +332,27 @@ def soak(seconds: float) -> Figures:
                 for name in names:
                     kinds[name].changes.append((now, now + window, status[name]))
 
-            originals = _workers(supervisor)
-
-            def restart_one(index: int) -> None:
-                victim = originals[index]
+            def restart(index: int, sig: signal.Signals) -> None:
+                victim = _workers(supervisor)[index]
                 loaded = _keys_loaded(authz)
-                killed = time.monotonic()
-                os.kill(victim, signal.SIGTERM)
+                started = time.monotonic()
+                os.kill(victim, sig)
                 wait_until(lambda: victim not in _workers(supervisor)
-                           and len(_workers(supervisor)) == 2, timeout=20,
-                           what="worker restarted")
+                           and len(_workers(supervisor)) == 2, timeout=60,
+                           what="worker replaced")
                 # The next fault waits until the successor has its keys (an event, not a
-                # delay): on a busy machine a second SIGTERM could otherwise land while
-                # the first successor is still starting, leaving no worker able to answer.
-                wait_until(lambda: _keys_loaded(authz) > loaded, timeout=30,
+                # delay). A planned successor is ready before its predecessor leaves; a
+                # crashed worker's successor starts after it died.
+                wait_until(lambda: _keys_loaded(authz) > loaded, timeout=60,
                            what="successor loaded its JWKS")
-                figures.restarted.append((victim, max(_workers(supervisor))))
-                figures.restart_windows.append((killed, time.monotonic() + RESTART_MARGIN))
+                replaced = (victim, max(_workers(supervisor)))
+                window = (started, time.monotonic() + RESTART_MARGIN)
+                if sig == signal.SIGKILL:
+                    figures.crashed.append(replaced)
+                    figures.crash_windows.append(window)
+                else:
+                    figures.restarted.append(replaced)
+                    figures.restart_windows.append(window)
 
             def sample() -> tuple[int, int]:
                 pids = _workers(supervisor)
@@ -350,13 +366,14 @@ def soak(seconds: float) -> Figures:
             for thread in loaders:
                 thread.start()
             try:
-                at(0.05, "SIGTERM worker 1")
-                restart_one(0)
-                at(0.15, "SIGTERM worker 2")
-                restart_one(1)
+                for number in range(PLANNED_RESTARTS):
+                    at(0.02 + 0.05 * number, f"SIGTERM worker ({number + 1})")
+                    restart(number % 2, signal.SIGTERM)
+                at(0.28, "SIGKILL worker")
+                restart(0, signal.SIGKILL)
                 wait_until(lambda: request(authz.http_port, "/readyz").status == 200,
                            what="ready after restarts")
-                at(0.25, "JWKS: a+b; secret file rotated")
+                at(0.33, "JWKS: a+b; secret file rotated")
                 jwks.set("ok", jwks_of("a", "b"))
                 change(("rs_b",), JWKS_WINDOW, {"rs_b": 200})
                 tmp_file = secret_file.with_suffix(".new")
@@ -365,10 +382,10 @@ def soak(seconds: float) -> Figures:
                 change(("hs_v1", "hs_v2"), SECRET_WINDOW, {"hs_v1": 401, "hs_v2": 200})
                 # Each key change gets a healthy JWKS for its whole window; faults follow.
                 # Warm-up over: both restarted workers have run for a while under load.
-                at(0.40, "RSS and fds sampled")
+                at(0.42, "RSS and fds sampled")
                 workers_measured = _workers(supervisor)
                 figures.rss_before, figures.fds_before = sample()
-                at(0.50, "JWKS: b only")
+                at(0.52, "JWKS: b only")
                 jwks.set("ok", jwks_of("b"))
                 change(("rs_a",), JWKS_WINDOW, {"rs_a": 401})
                 at(0.75, "JWKS: 500")
@@ -397,9 +414,16 @@ def soak(seconds: float) -> Figures:
     for result in results:
         figures.by_kind[result.kind] += 1
         if result.status >= 500:
+            in_crash = any(start <= result.done and result.sent <= until
+                           for start, until in figures.crash_windows)
             in_restart = any(start <= result.done and result.sent <= until
                              for start, until in figures.restart_windows)
-            (figures.restart_errors if in_restart else figures.errors).append(result)
+            if in_crash:
+                figures.crash_errors.append(result)
+            elif in_restart:
+                figures.restart_errors.append(result)
+            else:
+                figures.errors.append(result)
         elif result.status not in kinds[result.kind].right(result.sent, result.done):
             figures.wrong.append(result)
     return figures
@@ -410,11 +434,17 @@ def check(figures: Figures, seconds: float) -> None:
     print("schedule:", [(round(t, 1), e) for t, e in figures.events])
     print("failures (kind, sent, done, status):", [
         (r.kind, round(r.sent - figures.t0, 3), round(r.done - figures.t0, 3), r.status)
-        for r in (figures.errors + figures.restart_errors + figures.wrong)[:10]])
+        for r in (figures.errors + figures.restart_errors + figures.crash_errors
+                  + figures.wrong)[:10]])
     assert figures.errors == [], figures.errors[:5]
-    # Known: a worker's shutdown occasionally fails a Check or two that Envoy had in flight
-    # on its connection (Envoy counts an HTTP/2 protocol error on it); bounded, reported.
-    assert len(figures.restart_errors) <= 2 * len(figures.restart_windows)
+    assert len(figures.restart_windows) == PLANNED_RESTARTS
+    # Known, not yet zero (issue 17): a successor serves before its predecessor closes,
+    # yet on a loaded machine 0-2 Checks in 5 planned restarts still fail, as Envoy
+    # connection-pool failures (upstream_rq_pending_failure_eject: a connection Envoy
+    # opened to the leaving worker's port as it closed). Bounded and reported here.
+    assert len(figures.restart_errors) <= 2 * PLANNED_RESTARTS, figures.restart_errors[:5]
+    # A crash may fail what was in flight on the dead worker: at most one per load thread.
+    assert len(figures.crash_errors) <= LOAD_THREADS
     assert figures.wrong == [], figures.wrong[:5]
     assert figures.requests > 50 * seconds
     assert all(figures.by_kind[k] > 0 for k in make_kinds())
@@ -425,7 +455,7 @@ def check(figures: Figures, seconds: float) -> None:
 
 
 def test_soak_short() -> None:
-    check(soak(10), 10)
+    check(soak(20), 20)
 
 
 @pytest.mark.long
