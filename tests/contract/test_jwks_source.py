@@ -439,6 +439,7 @@ def test_never_reachable_at_start_then_ready_when_the_server_comes_up() -> None:
 
 
 def test_unknown_kid_flood_fetches_at_most_once_per_window() -> None:
+    now = [0.0]  # the kid window's clock: it moves only when the test moves it
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
             assert await source.wait_ready(30)
@@ -451,11 +452,11 @@ def test_unknown_kid_flood_fetches_at_most_once_per_window() -> None:
                 assert await reason(checker, token) is Reason.UNKNOWN_KID
             assert server.requests == 2
             # Next window: one more fetch for the next flood, no more.
-            await asyncio.sleep(0.6)
-            await asyncio.gather(*(source.refresh_unknown_kid(1.0) for _ in range(200)))
+            now[0] += 0.6
+            await asyncio.gather(*(source.refresh_unknown_kid(10.0) for _ in range(200)))
             assert server.requests == 3
 
-        run(server.url, scenario, kid_refresh_interval=0.5)
+        run(server.url, scenario, kid_refresh_interval=0.5, clock=lambda: now[0])
 
 
 def test_default_kid_window_is_30_seconds_and_the_first_kid_refresh_is_free() -> None:
@@ -463,10 +464,10 @@ def test_default_kid_window_is_30_seconds_and_the_first_kid_refresh_is_free() ->
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
             assert await source.wait_ready(30)
             server.body = SET_B
-            await source.refresh_unknown_kid(1.0)
+            await source.refresh_unknown_kid(10.0)
             assert kids(store) == ["b"] and server.requests == 2
             server.body = SET_A
-            await source.refresh_unknown_kid(1.0)
+            await source.refresh_unknown_kid(10.0)
             assert kids(store) == ["b"] and server.requests == 2
 
         run(server.url, scenario)
@@ -636,9 +637,9 @@ def test_backoff_is_capped_by_the_configured_period() -> None:
         server.status = 503
 
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            await asyncio.sleep(1.0)
-            # Period 0.1 s: retries every 0.05-0.1 s, never the 1, 2, 4 s steps.
-            assert server.requests >= 8
+            # Period 0.1 s: retries every 0.05-0.1 s (8 in under a second), never the 1, 2,
+            # 4 s steps (8 of those take 63.5 s at the least).
+            await eventually(lambda: server.requests >= 8, timeout=30)
 
         run(server.url, scenario, refresh=0.1)
 
@@ -652,7 +653,7 @@ def test_out_of_order_answers_never_install_an_older_set() -> None:
             await eventually(lambda: server.requests == 2)
             # ...while a kid refresh gets the new set at once and installs it.
             server.delay, server.body = 0, SET_B
-            await source.refresh_unknown_kid(1.0)
+            await source.refresh_unknown_kid(10.0)
             assert kids(store) == ["b"]
             seen: set[str | None] = set()
             deadline = time.monotonic() + 0.9
