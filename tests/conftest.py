@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.hls import HlsStream, make_hls
 from tests.tomcat import Tomcat, tomcat_server
+
+# No property test is about speed: a busy machine must not trip hypothesis's 200 ms deadline.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 # The stream tests/hls.py makes: an id no other test serves, so its files shadow nothing.
 HLS_STREAM_ID = "testsrc1"

@@ -15,13 +15,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
+from authz._support import loopback
 from authz._support.envoy_config import (
     PROJECT_ENVOY_YAML,
     envoy_binary,
@@ -30,7 +31,6 @@ from authz._support.envoy_config import (
 )
 from authz._support.loopback import cluster_healthy, echo_server, stop_process
 from authz._support.loopback import free_port as free_port  # re-exported for the tests
-from authz._support.loopback import wait_until as wait_until  # re-exported for the tests
 from tests.credentials import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,14 @@ AUTHZ_METRICS = {
     "authz_token_cache_lookups_total",
     "authz_build_info",
 }
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """loopback.wait_until with a bound for a loaded 2-core CI machine: it returns as soon
+    as `predicate` holds, so only a condition that never comes waits this long."""
+    loopback.wait_until(predicate, timeout, what)
 
 
 def internal_errors(transport: str) -> tuple[float, float]:
@@ -100,7 +108,7 @@ def request(
     path: str,
     headers: Mapping[str, str] | None = None,
     method: str = "GET",
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> Response:
     """One HTTP/1.1 request to 127.0.0.1:`port`; header names in the answer are lowercase."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -192,7 +200,7 @@ class Authz:
         """The HTTP ext_authz door's port (AUTHZ_HTTP_AUTHZ_ADDRESS in `env`)."""
         return int(self.env["AUTHZ_HTTP_AUTHZ_ADDRESS"].rpartition(":")[2])
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
@@ -296,7 +304,6 @@ def run_envoy(
                 wait_until(
                     lambda: process.poll() is None
                     and request(admin_port, "/ready").status == 200,
-                    timeout=30,
                     what="envoy ready",
                 )
                 if wait_cluster_healthy is not None:
@@ -304,7 +311,6 @@ def run_envoy(
                         lambda: cluster_healthy(
                             request(admin_port, "/clusters").body.decode(), wait_cluster_healthy
                         ),
-                        timeout=30,
                         what=f"envoy cluster {wait_cluster_healthy} healthy",
                     )
                 yield envoy

@@ -83,7 +83,7 @@ def kids(store: KeyStore) -> list[str | None]:
     return [k.kid for k in store.snapshot.public_keys]
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -130,7 +130,7 @@ def test_first_fetch_loads_the_set_and_publishes_metrics() -> None:
     before = successes()
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             assert source.ready and kids(store) == ["a"]
             assert await reason(checker, sign("RS256", KEY_A, CLAIMS, "a")) is Reason.OK
             assert successes() == before + 1
@@ -145,7 +145,7 @@ def test_first_fetch_loads_the_set_and_publishes_metrics() -> None:
 def test_rotation_new_kid_is_fetched_once_and_the_removed_kid_is_denied() -> None:
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.body = SET_B
             assert await reason(checker, sign("RS256", KEY_B, CLAIMS, "b")) is Reason.OK
             assert server.requests == 2
@@ -160,7 +160,7 @@ def test_rotation_new_kid_is_fetched_once_and_the_removed_kid_is_denied() -> Non
 def test_background_refresh_picks_up_a_rotation() -> None:
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.body = jwks(jwk(KEY_A, "a"), jwk(KEY_B, "b"))
             await eventually(lambda: kids(store) == ["a", "b"])
             server.body = SET_B
@@ -173,7 +173,7 @@ def test_server_down_after_the_first_fetch_keeps_the_old_keys() -> None:
     server = JWKSServer(SET_A)
 
     async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-        assert await source.wait_ready(5)
+        assert await source.wait_ready(30)
         before = failures()
         server.close()
         await eventually(lambda: failures() >= before + 3)
@@ -205,7 +205,7 @@ def test_a_bad_answer_never_replaces_the_last_good_set(answer: str) -> None:
     status, body = BAD_ANSWERS[answer]
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             good = store.snapshot
             before_fail, before_ok = failures(), successes()
             server.status, server.body = status, body
@@ -231,7 +231,7 @@ def test_a_bad_first_answer_leaves_the_source_not_ready(answer: str) -> None:
             token = sign("RS256", KEY_B, CLAIMS, "b")
             assert await reason(checker, token) is Reason.JWKS_UNAVAILABLE
             server.status, server.body = 200, SET_B
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             assert await reason(checker, token) is Reason.OK
 
         run(server.url, scenario, refresh=0.05)
@@ -243,7 +243,7 @@ def test_a_set_over_the_key_cap_is_refused_with_a_log_line_and_a_metric(
     status, body = BAD_ANSWERS["over-100-keys"]
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             good = store.snapshot
             refused = metric("authz_jwks_too_many_keys_total")
             before = failures()
@@ -289,7 +289,7 @@ def test_each_skipped_key_is_logged_once_per_change_and_counted(
                 return [r for r in caplog.records if r.message == "JWKS key skipped"]
 
             with caplog.at_level(logging.INFO, logger="authz.keys.jwks_source"):
-                assert await source.wait_ready(5)
+                assert await source.wait_ready(30)
                 assert kids(store) == ["a"]
                 lines = skip_lines()
                 assert [(r.__dict__["kid"], r.__dict__["kty"]) for r in lines] == [
@@ -327,7 +327,7 @@ def test_oversized_answer_is_cut_off_without_a_content_length() -> None:
     # A chunked answer announces no size: the reader must stop at the cap by itself.
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             good = store.snapshot
             before = failures()
             server.body = b" " * (MAX_BODY_BYTES + 10) + SET_B
@@ -344,7 +344,7 @@ def test_exactly_1_mib_is_accepted() -> None:
     assert len(body) == MAX_BODY_BYTES
     with JWKSServer(body) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             assert kids(store) == ["b"]
 
         run(server.url, scenario)
@@ -353,7 +353,7 @@ def test_exactly_1_mib_is_accepted() -> None:
 def test_hanging_server_times_out_and_the_check_waits_only_its_deadline() -> None:
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.delay = 60
             before = failures()
             started = time.monotonic()
@@ -382,7 +382,7 @@ def test_a_dribbling_server_cannot_stretch_a_fetch_past_the_total_timeout(
     tls, ca_file = loopback_tls(tmp_path) if scheme == "https" else (None, None)
     with JWKSServer(SET_A, tls=tls) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             good = store.snapshot
             before = failures()
             earlier = fetch_threads()
@@ -416,7 +416,7 @@ def test_hanging_at_start_is_not_ready_until_the_server_answers() -> None:
             await eventually(lambda: failures() >= before + 1, timeout=3)
             assert not source.ready
             server.delay = 0
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
 
         run(server.url, scenario, refresh=0.05)
 
@@ -432,16 +432,17 @@ def test_never_reachable_at_start_then_ready_when_the_server_comes_up() -> None:
         token = sign("ES256", EC256, CLAIMS, "ec")
         assert await reason(checker, token) is Reason.JWKS_UNAVAILABLE
         with JWKSServer(jwks(jwk(EC256, "ec")), port=port):
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             assert await reason(checker, token) is Reason.OK
 
     run(url, scenario, refresh=0.05)
 
 
 def test_unknown_kid_flood_fetches_at_most_once_per_window() -> None:
+    now = [0.0]  # the kid window's clock: it moves only when the test moves it
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             assert server.requests == 1
             # 500 concurrent Checks with random kids, then 100 one after another.
             tokens = [sign("ES256", EC256, CLAIMS, f"random-{i}") for i in range(600)]
@@ -451,22 +452,22 @@ def test_unknown_kid_flood_fetches_at_most_once_per_window() -> None:
                 assert await reason(checker, token) is Reason.UNKNOWN_KID
             assert server.requests == 2
             # Next window: one more fetch for the next flood, no more.
-            await asyncio.sleep(0.6)
-            await asyncio.gather(*(source.refresh_unknown_kid(1.0) for _ in range(200)))
+            now[0] += 0.6
+            await asyncio.gather(*(source.refresh_unknown_kid(10.0) for _ in range(200)))
             assert server.requests == 3
 
-        run(server.url, scenario, kid_refresh_interval=0.5)
+        run(server.url, scenario, kid_refresh_interval=0.5, clock=lambda: now[0])
 
 
 def test_default_kid_window_is_30_seconds_and_the_first_kid_refresh_is_free() -> None:
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.body = SET_B
-            await source.refresh_unknown_kid(1.0)
+            await source.refresh_unknown_kid(10.0)
             assert kids(store) == ["b"] and server.requests == 2
             server.body = SET_A
-            await source.refresh_unknown_kid(1.0)
+            await source.refresh_unknown_kid(10.0)
             assert kids(store) == ["b"] and server.requests == 2
 
         run(server.url, scenario)
@@ -537,7 +538,7 @@ def test_a_burst_with_a_freshly_rotated_kid_waits_for_one_refresh() -> None:
     # comes 0.5 s late.
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.body, server.delay = jwks(jwk(KEY_A, "a"), jwk(KEY_B, "b")), 0.5
             with grpc_serving(checker) as port:
                 assert await grpc_reasons(port, kid_b_tokens(16)) == ["ok"] * 16
@@ -553,7 +554,7 @@ def test_checks_with_known_keys_are_answered_while_many_wait_on_a_hung_jwks() ->
     waiting = 16
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.delay = 60
             arrived = threading.Semaphore(0)
             known = [sign("RS256", KEY_A, CLAIMS, "a"), mint_hmac(CLAIMS, HS_SECRET.encode())]
@@ -574,7 +575,7 @@ def test_the_wait_for_a_refresh_ends_within_the_checks_deadline(long_kid_wait: f
     deadline = long_kid_wait / 2
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.delay = 60
             token = sign("RS256", KEY_B, CLAIMS, "b")
             with grpc_serving(checker) as port:
@@ -592,7 +593,7 @@ def refreshes_in_a_second(cache_control: str, refresh: float, max_age_floor: flo
         counted: list[int] = []
 
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             start = server.requests
             await asyncio.sleep(1.0)
             counted.append(server.requests - start)
@@ -636,9 +637,9 @@ def test_backoff_is_capped_by_the_configured_period() -> None:
         server.status = 503
 
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            await asyncio.sleep(1.0)
-            # Period 0.1 s: retries every 0.05-0.1 s, never the 1, 2, 4 s steps.
-            assert server.requests >= 8
+            # Period 0.1 s: retries every 0.05-0.1 s (8 in under a second), never the 1, 2,
+            # 4 s steps (8 of those take 63.5 s at the least).
+            await eventually(lambda: server.requests >= 8, timeout=30)
 
         run(server.url, scenario, refresh=0.1)
 
@@ -646,13 +647,13 @@ def test_backoff_is_capped_by_the_configured_period() -> None:
 def test_out_of_order_answers_never_install_an_older_set() -> None:
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             # The next scheduled fetch gets the old set, slowly...
             server.delay, server.body = 0.6, jwks(jwk(KEY_A, "a-old"))
             await eventually(lambda: server.requests == 2)
             # ...while a kid refresh gets the new set at once and installs it.
             server.delay, server.body = 0, SET_B
-            await source.refresh_unknown_kid(1.0)
+            await source.refresh_unknown_kid(10.0)
             assert kids(store) == ["b"]
             seen: set[str | None] = set()
             deadline = time.monotonic() + 0.9
@@ -677,7 +678,7 @@ def test_https_is_verified_against_the_ca_file(tmp_path: Path) -> None:
         run(server.url, untrusted, refresh=0.05)
 
         async def trusted(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             assert kids(store) == ["a"]
 
         run(server.url, trusted, ca_file=str(ca_file))
@@ -700,7 +701,7 @@ def test_redirects_are_followed_but_never_from_https_to_http(tmp_path: Path) -> 
             hop.status, hop.headers["Location"], hop.body = 301, plain.url, b""
 
             async def same_scheme(source: JWKSSource, store: KeyStore, ch: Checker) -> None:
-                assert await source.wait_ready(5)
+                assert await source.wait_ready(30)
                 assert kids(store) == ["a"] and plain.requests == 1
 
             run(hop.url, same_scheme)
@@ -756,7 +757,7 @@ def test_redirects_to_other_schemes_are_not_followed() -> None:
 def test_an_explicitly_empty_set_withdraws_every_key() -> None:
     with JWKSServer(SET_A) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             server.body = b'{"keys": []}'
             await eventually(lambda: kids(store) == [])
             assert source.ready and metric("authz_jwks_keys") == 0
@@ -778,7 +779,7 @@ def test_every_algorithm_verifies_with_its_served_key() -> None:
               ("EdDSA", ED, "ed"), ("PS256", KEY_B, "ps-only")]
     with JWKSServer(ALL_KEYS) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             for alg, key, kid in cases:
                 assert await reason(checker, sign(alg, key, CLAIMS, kid)) is Reason.OK, alg
                 assert await reason(checker, sign(alg, key, CLAIMS)) is Reason.OK, f"{alg} no kid"
@@ -798,7 +799,7 @@ def test_key_bindings_and_confusions_are_denied() -> None:
     r, s = int.from_bytes(raw_sig[:32], "big"), int.from_bytes(raw_sig[32:], "big")
     with JWKSServer(ALL_KEYS) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             denied = {
                 # HS256 signed with the RSA public key, as PEM, DER or JWK: never a secret.
                 "hs-pem": (mint_hmac(CLAIMS, pem, header={"kid": "rsa"}), Reason.BAD_SIGNATURE),
@@ -830,7 +831,7 @@ def test_key_bindings_and_confusions_are_denied() -> None:
 def test_hmac_tokens_without_secrets_are_not_verified_by_jwks_keys() -> None:
     with JWKSServer(ALL_KEYS) as server:
         async def scenario(source: JWKSSource, store: KeyStore, checker: Checker) -> None:
-            assert await source.wait_ready(5)
+            assert await source.wait_ready(30)
             token = mint_hmac(CLAIMS, HS_SECRET.encode(), header={"kid": "oct"})
             assert await reason(checker, token) is Reason.ALG_NOT_ALLOWED
 

@@ -425,11 +425,12 @@ class TestCheck:
         port = free_port()
         started = time.monotonic()
         code = main(["check", "--target", f"127.0.0.1:{port}", "--token", token(),
-                     "--timeout", "5"])
+                     "--timeout", "120"])
         out, err = capsys.readouterr()
         assert code == 2 and out == ""
         assert f"127.0.0.1:{port}" in err and "UNAVAILABLE" in err
-        assert time.monotonic() - started < 5
+        # At once, not at the 120 s deadline, with room for a loaded machine.
+        assert time.monotonic() - started < 60
 
     def test_silent_target_times_out_with_exit_2(
         self, capsys: pytest.CaptureFixture[str]
@@ -444,7 +445,7 @@ class TestCheck:
             elapsed = time.monotonic() - started
         assert code == 2
         assert "DEADLINE_EXCEEDED" in capsys.readouterr().err
-        assert elapsed < 5
+        assert elapsed < 30  # the silent target would hold it for ever
 
     @pytest.mark.parametrize(
         "args",

