@@ -226,6 +226,9 @@ def run_authz(
     )
     full_env.update(env or {})
     full_env = {k: v for k, v in full_env.items() if v is not None}
+    # `env` may name the ports (an instance replaced on the same ports).
+    grpc_port = int(full_env["AUTHZ_GRPC_ADDRESS"].rpartition(":")[2])
+    http_port = int(full_env["AUTHZ_HTTP_ADDRESS"].rpartition(":")[2])
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "authz.log"
         with log_path.open("wb") as log_file:
@@ -270,12 +273,13 @@ def run_envoy(
     clusters: Mapping[str, int | Sequence[int]],
     source: Path = ENVOY_YAML,
     wait_cluster_healthy: str | None = "authz",
-    health_check_ports: Mapping[str, int] | None = None,
+    health_check_ports: Mapping[str, int | Sequence[int]] | None = None,
 ) -> Iterator[Envoy]:
     """Run the real Envoy on `source` with the named clusters pointed at local ports.
 
-    `health_check_ports` moves a cluster's health checks to another local port (the HTTP
-    door's cluster checks authz's /readyz on the probe port, not on the door).
+    `health_check_ports` moves a cluster's health checks to other local ports, one per
+    endpoint (the HTTP door's cluster checks authz's /readyz on the probe port, not on the
+    door).
     """
     port, admin_port = free_port(), free_port()
     config = render_envoy_config(source, port, admin_port, clusters)
@@ -283,11 +287,13 @@ def run_envoy(
     for listener in config["static_resources"]["listeners"][1:]:
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=free_port())
     for cluster in config["static_resources"]["clusters"]:
-        health_port = (health_check_ports or {}).get(cluster["name"])
-        if health_port is None:
+        health_ports = (health_check_ports or {}).get(cluster["name"])
+        if health_ports is None:
             continue
+        if isinstance(health_ports, int):
+            health_ports = [health_ports]
         for group in cluster["load_assignment"]["endpoints"]:
-            for endpoint in group["lb_endpoints"]:
+            for endpoint, health_port in zip(group["lb_endpoints"], health_ports, strict=True):
                 endpoint["endpoint"]["health_check_config"] = {"port_value": health_port}
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "envoy.yaml"

@@ -112,6 +112,8 @@ class Scope(Protocol):
     @property
     def query_string(self) -> str: ...
     @property
+    def http_version(self) -> str: ...
+    @property
     def headers(self) -> Headers: ...
 
 
@@ -207,6 +209,7 @@ _DENIAL_ANSWERS: dict[Reason, Answer] = {
     reason: answer(deny(reason)) for reason in Reason if status_of(reason) != 200
 }
 _INTERNAL_ERROR = _DENIAL_ANSWERS[Reason.INTERNAL_ERROR]
+_CONNECTION_CLOSE = ("connection", "close")
 
 
 def _answer_of(decision: Decision) -> Answer:
@@ -220,6 +223,9 @@ class _App:
 
     def __init__(self, check: Check) -> None:
         self._check = check
+        # Set while a `--workers` worker hands over: each HTTP/1.1 answer then closes its
+        # connection, so the client's next Check opens one to a sibling.
+        self.closing = False
 
     async def __rsgi__(self, scope: Scope, protocol: Responder) -> None:
         try:
@@ -228,10 +234,13 @@ class _App:
         except Exception as error:
             count_failed_check("http", error)
             reply = _INTERNAL_ERROR
+        headers = reply.headers
+        if self.closing and scope.http_version != "2":
+            headers = [*headers, _CONNECTION_CLOSE]
         if reply.body:
-            protocol.response_bytes(reply.status, reply.headers, reply.body)
+            protocol.response_bytes(reply.status, headers, reply.body)
         else:
-            protocol.response_empty(reply.status, reply.headers)
+            protocol.response_empty(reply.status, headers)
 
 
 class HttpFront:
@@ -245,6 +254,7 @@ class HttpFront:
     def __init__(self, address: str, check: Check, tls: ssl.SSLContext | None = None) -> None:
         host, port = split_host_port(address)
         self.address = address
+        self.port = port
         self._folder: str | None = None
         self._pipe: TlsPipe | None = None
         socket_path: Path | None = None
@@ -253,8 +263,9 @@ class HttpFront:
             self._folder = tempfile.mkdtemp(prefix="authz-http-")
             socket_path = Path(self._folder) / "door.sock"
             self._pipe = TlsPipe(host, port, tls, str(socket_path), _BACKLOG)
+        self._app = _App(check)
         self._server = Server(
-            _App(check),
+            self._app,
             address=host,
             port=port,
             uds=socket_path,  # when set, granian serves only there
@@ -292,6 +303,11 @@ class HttpFront:
             except OSError as error:
                 await self.stop(0)
                 raise OSError(f"cannot serve on {self.address}: {error.strerror}") from None
+
+    def close_connections(self) -> None:
+        """From now on each HTTP/1.1 answer carries `Connection: close` and ends its
+        connection (a handover: the client reconnects, to a sibling)."""
+        self._app.closing = True
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight Checks answer for up to `grace` s, close connections."""

@@ -31,9 +31,12 @@ from authz.keys.store import KeyStore
 from authz.observability import init_metrics
 from authz.service.checker import Checker, CheckThreads
 from authz.service.handover import LISTEN_WAIT_SECONDS, WorkerChannel
+from authz.service.listeners import leave_ports, wait_connections_closed
 from authz.settings.model import Settings
 
 __all__ = [
+    "CLIENTS_LEAVE_SECONDS",
+    "CONNECTION_AGE_SECONDS",
     "DRAIN_GRACE_SECONDS",
     "GRPC_OPTIONS",
     "GRPC_THREADS",
@@ -50,11 +53,20 @@ log = logging.getLogger("authz.server")
 DRAIN_GRACE_SECONDS = 5.0
 _HEALTH_SERVICES = ("", "envoy.service.auth.v3.Authorization")
 
+# A gRPC connection is asked to reconnect (a graceful GOAWAY; the streams on it finish)
+# once it is this old, plus up to 10 % jitter: a leaving `--workers` worker waits for its
+# clients to move over (drain), and the connections spread over the workers again.
+CONNECTION_AGE_SECONDS = 2.0
+# A leaving worker waits this long for its clients' connections to move to its siblings.
+CLIENTS_LEAVE_SECONDS = 2 * CONNECTION_AGE_SECONDS + 1.0
+
 # gRPC server options measured for an Envoy peer: one long-lived HTTP/2 connection with
 # many streams, kept alive by Envoy's own pings. SO_REUSEPORT lets `--workers` processes
 # share the port.
 GRPC_OPTIONS = [
     ("grpc.so_reuseport", 1),
+    ("grpc.max_connection_age_ms", int(CONNECTION_AGE_SECONDS * 1000)),
+    ("grpc.max_connection_age_grace_ms", int(DRAIN_GRACE_SECONDS * 1000)),
     ("grpc.max_concurrent_streams", 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -153,6 +165,7 @@ class Service:
         )
         self._accepting = False
         self._draining = False
+        self._check_ports: list[int] = []
         self._stopped = asyncio.Event()
         self._extra_stops: list[Callable[[], Awaitable[None]]] = []
 
@@ -182,17 +195,20 @@ class Service:
         self.endpoint.start()
         if self.tls is not None:
             credentials = self.tls.grpc_credentials()
-            self.grpc_server.add_secure_port(self.settings.grpc_address, credentials)
+            port = self.grpc_server.add_secure_port(self.settings.grpc_address, credentials)
         else:
-            self.grpc_server.add_insecure_port(self.settings.grpc_address)
+            port = self.grpc_server.add_insecure_port(self.settings.grpc_address)
+        self._check_ports.append(port)
         self.grpc_server.start()
         if self.http_front is not None:
             await self.http_front.start()
             front = self.http_front
+            self._check_ports.append(front.port)
             self.add_stop(lambda: front.stop(DRAIN_GRACE_SECONDS))
         if self.webhook_front is not None:
             await self.webhook_front.start()
             webhook = self.webhook_front
+            self._check_ports.append(webhook.port)
             self.add_stop(lambda: webhook.stop(DRAIN_GRACE_SECONDS))
         self._accepting = True
         asyncio.get_running_loop().create_task(self._follow_readiness())
@@ -239,11 +255,22 @@ class Service:
         this instance out of rotation, then close the ports (HTTP/2 GOAWAY) and let the
         in-flight Checks finish. `handover` (a worker whose successor already serves on
         the same ports): close the probe port first, so the pod's probes and scrapes land
-        on the siblings, then the Check ports at once; readiness stays on, since Envoy's
-        health check of the shared address may reach this worker until its port closes.
+        on the siblings; take the Check ports' listeners out of their SO_REUSEPORT groups,
+        so new connections go to the siblings; keep serving while the clients move their
+        connections over (the gRPC connections' age, the HTTP door's `Connection: close`),
+        then close. Readiness stays on: Envoy's health check of the shared address may
+        reach this worker until its connections have left.
         """
         if handover:
             self.endpoint.stop()
+            left = leave_ports(self._check_ports)
+            if self.http_front is not None:
+                self.http_front.close_connections()
+            still_open = await wait_connections_closed(self._check_ports, CLIENTS_LEAVE_SECONDS)
+            log.info(
+                "handing over",
+                extra={"listeners_left": left, "connections_still_open": still_open},
+            )
         else:
             self._draining = True
             for name in _HEALTH_SERVICES:

@@ -47,7 +47,7 @@ def _token(**claims: object) -> str:
 
 
 @contextlib.contextmanager
-def serving(front_check: Check) -> Iterator[int]:
+def serving_front(front_check: Check) -> Iterator[HttpFront]:
     """An HttpFront deciding with `front_check`, in an event loop on its own thread."""
     port = free_port()
     loop = asyncio.new_event_loop()
@@ -56,12 +56,19 @@ def serving(front_check: Check) -> Iterator[int]:
     front = HttpFront(f"127.0.0.1:{port}", front_check)
     asyncio.run_coroutine_threadsafe(front.start(), loop).result(10)
     try:
-        yield port
+        yield front
     finally:
         asyncio.run_coroutine_threadsafe(front.stop(5.0), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@contextlib.contextmanager
+def serving(front_check: Check) -> Iterator[int]:
+    """The port of an HttpFront deciding with `front_check` (serving_front)."""
+    with serving_front(front_check) as front:
+        yield front.port
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +233,34 @@ def test_keep_alive_serves_many_checks_on_one_connection(port: int) -> None:
             assert conn.sock is not None and conn.sock.getsockname() == local
     finally:
         conn.close()
+
+
+def test_close_connections_ends_each_keep_alive_connection_after_its_answer(
+    checker: Checker,
+) -> None:
+    with serving_front(checker.check) as front:
+        conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+        with contextlib.closing(conn):
+            conn.request("GET", "/x", headers={"x-authz-client-ip": "198.51.100.7"})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.getheader("connection") is None and not answer.will_close
+            front.close_connections()  # a handover begins
+            conn.request("GET", "/x", headers={"x-authz-client-ip": "198.51.100.7"})
+            answer = conn.getresponse()
+            answer.read()
+            # Still a decision, now with the connection's end announced and done.
+            assert answer.status == 401
+            assert answer.getheader("connection") == "close" and answer.will_close
+            assert conn.sock is None  # http.client closed its side on "close"
+        # A new connection is answered, then the server closes it (reading to EOF ends).
+        with socket.create_connection(("127.0.0.1", front.port), timeout=10) as raw:
+            raw.sendall(b"GET /x HTTP/1.1\r\nHost: authz\r\n"
+                        b"x-authz-client-ip: 198.51.100.7\r\n\r\n")
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 401") and b"connection: close" in received.lower()
 
 
 async def _raises(view: RequestView) -> Decision:
