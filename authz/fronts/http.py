@@ -1,8 +1,10 @@
 """The HTTP front door: Envoy's `http_service` ext_authz request -> RequestView, Decision -> answer.
 
-A thin adapter like the gRPC one (SPEC section 5, "The HTTP front door"), served by granian
-embedded in the process's asyncio loop (RSGI interface: the HTTP parsing and connection
-handling are granian's, in Rust). Every method and path that arrives is a Check.
+A thin adapter like the gRPC one (SPEC section 5, "The HTTP front door"), in the process's
+asyncio loop. HTTP/1.1 (what envoy-http.yaml speaks) is served by the lean protocol in
+`authz.fronts.http1` (httptools); h2c connections and the door behind TLS are served by
+granian (RSGI) on a private Unix socket, piped to. Every method and path that arrives is a
+Check.
 
 Only Envoy-set headers carry trust: `x-authz-client-ip` (the client address, from
 `authorization_request.headers_to_add`), `x-authz-policy` (the route's policy, what
@@ -21,6 +23,8 @@ import ssl
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from http import HTTPStatus
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
@@ -35,7 +39,8 @@ from authz.core.headers import JWT_HEADER_PREFIX, is_header_name, legal_header_v
 from authz.core.policy import POLICY_CONTEXT_KEY
 from authz.core.request import CLUSTER_AUTHORIZATION_HEADER, RequestView
 from authz.core.stream_check import STREAM_CONTEXT_KEY
-from authz.fronts.tls_pipe import TlsPipe
+from authz.fronts.http1 import Http1Door
+from authz.fronts.tls_pipe import TlsPipe, pipe_connection
 from authz.observability import count_failed_check
 from authz.settings.addresses import split_host_port
 
@@ -61,7 +66,8 @@ __all__ = [
 
 log = logging.getLogger("authz.http")
 
-Check = Callable[[RequestView], Awaitable[Decision]]
+# A decision now, or (when it must wait, e.g. on a JWKS refetch) an awaitable of one.
+Check = Callable[[RequestView], Decision | Awaitable[Decision]]
 
 CLIENT_IP_HEADER = "x-authz-client-ip"
 POLICY_HEADER = "x-authz-policy"
@@ -158,6 +164,16 @@ def request_view(method: str, path: str, query: str, headers: list[tuple[str, st
     )
 
 
+_WANTED_NAMES = frozenset(name.encode() for name in _VIEW_HEADERS)
+_JWT_PREFIX = JWT_HEADER_PREFIX.encode()
+
+
+def wanted_header(name: bytes) -> bool:
+    """Whether request_view reads a header of this (raw) name."""
+    key = name.lower()
+    return key in _WANTED_NAMES or key.startswith(_JWT_PREFIX)
+
+
 def _joined(found: dict[str, list[str]], key: str, separator: str) -> str | None:
     values = found.get(key)
     return separator.join(values) if values else None
@@ -218,8 +234,48 @@ def _answer_of(decision: Decision) -> Answer:
     return answer(decision)
 
 
+def _wire(reply: Answer, close: bool) -> bytes:
+    """The HTTP/1.1 bytes of `reply`; raises ValueError on a header that could split."""
+    lines = [f"HTTP/1.1 {reply.status} {_PHRASES[reply.status]}\r\n"]
+    for name, value in reply.headers:
+        if name not in _CHECKED_NAMES:
+            if not is_header_name(name):
+                raise ValueError(f"refusing to send header {name!r}")
+            _CHECKED_NAMES.add(name)
+        lines.append(f"{name}: {value}\r\n")
+    values = "".join(lines)
+    # One line per header: no value brought its own line break (or a NUL).
+    if values.count("\n") != len(lines) or values.count("\r") != len(lines) or "\0" in values:
+        raise ValueError("refusing to send a header value with a line break")
+    end = f"content-length: {len(reply.body)}\r\nconnection: close\r\n\r\n" if close else (
+        f"content-length: {len(reply.body)}\r\n\r\n"
+    )
+    return (values + end).encode("latin-1") + reply.body
+
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+# Header names already found legal (the names come from the code and the settings: few).
+_CHECKED_NAMES: set[str] = set()
+# The shared denials' bytes, with and without `Connection: close`.
+_DENIAL_WIRES: dict[Reason, tuple[bytes, bytes]] = {
+    reason: (_wire(reply, False), _wire(reply, True)) for reason, reply in _DENIAL_ANSWERS.items()
+}
+
+
+def _wire_of(decision: Decision, close: bool) -> bytes:
+    if not decision.allowed and decision is deny(decision.reason):
+        return _DENIAL_WIRES[decision.reason][close]
+    return _wire(answer(decision), close)
+
+
+def _failed(error: Exception, close: bool) -> bytes:
+    count_failed_check("http", error)
+    return _DENIAL_WIRES[Reason.INTERNAL_ERROR][close]
+
+
 class _App:
-    """The RSGI application: one Check per request, fail closed."""
+    """The RSGI application (granian: h2c, and the door behind TLS): one Check per
+    request, fail closed."""
 
     def __init__(self, check: Check) -> None:
         self._check = check
@@ -230,7 +286,8 @@ class _App:
     async def __rsgi__(self, scope: Scope, protocol: Responder) -> None:
         try:
             view = request_view(scope.method, scope.path, scope.query_string, scope.headers.items())
-            reply = _answer_of(await self._check(view))
+            decided = self._check(view)
+            reply = _answer_of(decided if isinstance(decided, Decision) else await decided)
         except Exception as error:
             count_failed_check("http", error)
             reply = _INTERNAL_ERROR
@@ -246,31 +303,47 @@ class _App:
 class HttpFront:
     """Envoy's HTTP ext_authz door on `address`, deciding with `check`, in the running loop.
 
-    With `tls`, the door accepts TLS itself (`authz.fronts.tls_pipe`: the context follows
-    certificate reloads) and granian serves behind it on a private Unix socket; without,
-    granian serves `address` directly.
+    Plaintext: HTTP/1.1 is served by the lean protocol (`authz.fronts.http1`), h2c
+    connections are piped to granian on a private Unix socket. With `tls`, the door accepts
+    TLS itself (`authz.fronts.tls_pipe`: the context follows certificate reloads) and pipes
+    every connection to granian.
     """
 
     def __init__(self, address: str, check: Check, tls: ssl.SSLContext | None = None) -> None:
         host, port = split_host_port(address)
         self.address = address
         self.port = port
-        self._folder: str | None = None
-        self._pipe: TlsPipe | None = None
-        socket_path: Path | None = None
-        if tls is not None:
-            # mkdtemp: a folder only this user can enter (0700) holds the socket.
-            self._folder = tempfile.mkdtemp(prefix="authz-http-")
-            socket_path = Path(self._folder) / "door.sock"
-            self._pipe = TlsPipe(host, port, tls, str(socket_path), _BACKLOG)
+        self._check = check
+        # mkdtemp: a folder only this user can enter (0700) holds granian's socket.
+        self._folder: str | None = tempfile.mkdtemp(prefix="authz-http-")
+        socket_path = str(Path(self._folder) / "door.sock")
+        self._pipe_tasks: set[asyncio.Task[None]] = set()
+        self._pipe = (
+            TlsPipe(host, port, tls, socket_path, _BACKLOG) if tls is not None else None
+        )
+        self._door = (
+            Http1Door(
+                host,
+                port,
+                request_view,
+                self._render,
+                wanted=wanted_header,
+                backlog=_BACKLOG,
+                max_header_bytes=_MAX_HEADER_BYTES,
+                idle_seconds=HEADER_READ_TIMEOUT_MS / 1000,
+                h2=partial(pipe_connection, socket_path, self._pipe_tasks),
+            )
+            if tls is None
+            else None
+        )
         self._app = _App(check)
         self._server = Server(
             self._app,
             address=host,
             port=port,
-            uds=socket_path,  # when set, granian serves only there
+            uds=Path(socket_path),  # granian serves only there
             interface=Interfaces.RSGI,
-            # HTTP/1.1 or h2c (prior knowledge), whichever the Envoy cluster speaks.
+            # h2c (prior knowledge) or, behind TLS, HTTP/1.1 too.
             http=HTTPModes.auto,
             websockets=False,
             backlog=_BACKLOG,
@@ -285,6 +358,24 @@ class HttpFront:
         )
         self._task: asyncio.Task[None] | None = None
 
+    def _render(self, view: RequestView, close: bool) -> bytes | Awaitable[bytes]:
+        try:
+            decided = self._check(view)
+        except Exception as error:
+            return _failed(error, close)
+        if isinstance(decided, Decision):
+            try:
+                return _wire_of(decided, close)
+            except Exception as error:
+                return _failed(error, close)
+        return self._render_later(decided, close)
+
+    async def _render_later(self, decided: Awaitable[Decision], close: bool) -> bytes:
+        try:
+            return _wire_of(await decided, close)
+        except Exception as error:
+            return _failed(error, close)
+
     async def start(self) -> None:
         """Bind and serve; raises OSError if the address cannot be bound."""
         self._task = asyncio.get_running_loop().create_task(self._server.serve())
@@ -297,20 +388,25 @@ class HttpFront:
             # granian raises RuntimeError with a Rust backtrace: keep its first line.
             detail = str(error).splitlines()[0] if str(error) else repr(error)
             raise OSError(f"cannot serve on {self.address}: {detail}") from None
-        if self._pipe is not None:
-            try:
-                await self._pipe.start()
-            except OSError as error:
-                await self.stop(0)
-                raise OSError(f"cannot serve on {self.address}: {error.strerror}") from None
+        front = self._door or self._pipe
+        assert front is not None
+        try:
+            await front.start()
+        except OSError as error:
+            await self.stop(0)
+            raise OSError(f"cannot serve on {self.address}: {error.strerror}") from None
 
     def close_connections(self) -> None:
         """From now on each HTTP/1.1 answer carries `Connection: close` and ends its
         connection (a handover: the client reconnects, to a sibling)."""
         self._app.closing = True
+        if self._door is not None:
+            self._door.closing = True
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight Checks answer for up to `grace` s, close connections."""
+        if self._door is not None:
+            await self._door.stop(grace)
         if self._pipe is not None:
             # No new TLS connections; established ones end when granian closes its side.
             self._pipe.close()
@@ -328,6 +424,9 @@ class HttpFront:
                 await task
         if self._pipe is not None:
             await self._pipe.wait_closed()
+        for pipe_task in self._pipe_tasks:
+            pipe_task.cancel()
+        await asyncio.gather(*self._pipe_tasks, return_exceptions=True)
         self._remove_folder()
 
     def _remove_folder(self) -> None:

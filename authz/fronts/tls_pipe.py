@@ -1,5 +1,6 @@
 """TLS in front of the HTTP door: Python's `ssl` accepts on the door's address and pipes the
-plaintext bytes to granian, which serves the door on a private Unix socket.
+plaintext bytes to granian, which serves the door on a private Unix socket. The plaintext
+door's h2c connections take the same pipe (`pipe_connection`).
 
 Why not granian's own TLS (it has it: rustls, with client CA verification): it reads the
 certificate once when its worker starts, and the only way to a new one is a new worker,
@@ -21,7 +22,7 @@ import contextlib
 import logging
 import ssl
 
-__all__ = ["HANDSHAKE_TIMEOUT_SECONDS", "TlsPipe"]
+__all__ = ["HANDSHAKE_TIMEOUT_SECONDS", "TlsPipe", "pipe_connection"]
 
 log = logging.getLogger("authz.http")
 
@@ -102,7 +103,7 @@ class _ClientSide(_Side):
         try:
             _, upstream = await loop.create_unix_connection(_Side, self._upstream)
         except OSError as exc:
-            log.warning("HTTP door unreachable behind TLS", extra={"error": str(exc)})
+            log.warning("HTTP door unreachable behind its pipe", extra={"error": str(exc)})
             if self.transport is not None:
                 self.transport.close()
             return
@@ -112,6 +113,17 @@ class _ClientSide(_Side):
             return
         upstream.attach(self)
         self.attach(upstream)
+
+
+def pipe_connection(
+    upstream: str, tasks: set[asyncio.Task[None]], transport: asyncio.Transport, first: bytes
+) -> None:
+    """Carry on an accepted connection, whose first bytes were `first`, to the Unix socket
+    `upstream` (the plaintext door's h2c connections, to granian)."""
+    side = _ClientSide(upstream, tasks)
+    transport.set_protocol(side)
+    side.connection_made(transport)
+    side.data_received(first)
 
 
 class TlsPipe:

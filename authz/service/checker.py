@@ -138,10 +138,23 @@ class Checker:
     async def check(self, view: RequestView, transport: str = "http") -> Decision:
         """Decide one request arriving through `transport`, in the event loop: an unknown
         kid waits (without blocking the loop) for one JWKS refresh; never raises."""
+        decided = self.check_soon(view, transport)
+        return decided if isinstance(decided, Decision) else await decided
+
+    def check_soon(
+        self, view: RequestView, transport: str = "http"
+    ) -> Decision | Coroutine[Any, Any, Decision]:
+        """`check` without a coroutine when nothing needs to wait (nearly every request):
+        the decision, or a coroutine that waits for the JWKS refresh and decides."""
         steps = self._steps(view, transport)
         wait = _first(steps)
         if isinstance(wait, Decision):
             return wait
+        return self._after_refresh(steps, wait)
+
+    async def _after_refresh(
+        self, steps: Generator[_Wait, None, Decision], wait: _Wait
+    ) -> Decision:
         refresh = self._refresh
         try:
             if refresh is not None:  # always: _steps waits only when there is one

@@ -150,7 +150,7 @@ class Service:
         self.http_front = (
             HttpFront(
                 settings.http_authz_address,
-                self.checker.check,
+                self.checker.check_soon,
                 tls=self.tls.ssl_context() if self.tls is not None else None,
             )
             if settings.http_authz_address

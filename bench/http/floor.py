@@ -4,7 +4,11 @@ They parse only what the server library parses and decide nothing, so their req/
 Envoy is the ceiling any HTTP ext_authz server on that library can reach. Each runs the way
 authz would run it: inside one asyncio event loop in one process.
 
-Run: python -m bench.http.floor --server granian-rsgi|granian-asgi|uvicorn --port 9201 [--h2]
+`httptools` is the leanest: a bare asyncio protocol over httptools (llhttp), the stack of
+authz's own HTTP/1.1 door (authz/fronts/http1.py), answering every request at once.
+
+Run: python -m bench.http.floor --server httptools|granian-rsgi|granian-asgi|uvicorn
+     --port 9201 [--h2] [--answer-headers]
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import asyncio
 import signal
 from typing import Any
 
-SERVERS = ("granian-rsgi", "granian-asgi", "uvicorn")
+SERVERS = ("httptools", "granian-rsgi", "granian-asgi", "uvicorn")
+_EMPTY_200 = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+# --answer-headers: the headers authz's allow carries for the bench token (one header for
+# the upstream, two for Envoy's dynamic metadata), to price what Envoy does with them.
+_AUTHZ_LIKE_200 = (
+    b"HTTP/1.1 200 OK\r\nx-jwt-sub: bench\r\nx-authz-reason: ok\r\nx-authz-sub: bench\r\n"
+    b"content-length: 0\r\n\r\n"
+)
 
 
 class _Rsgi:
@@ -50,6 +61,38 @@ async def _serve_granian(port: int, rsgi: bool, h2: bool, rust_tasks: bool) -> N
     await server.serve()
 
 
+class _Httptools(asyncio.Protocol):
+    def __init__(self, answer: bytes) -> None:
+        import httptools
+
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        assert self._transport is not None
+        self._transport.write(self._answer)
+
+
+async def _serve_httptools(port: int, answer_headers: bool) -> None:
+    loop = asyncio.get_running_loop()
+    answer = _AUTHZ_LIKE_200 if answer_headers else _EMPTY_200
+    server = await loop.create_server(
+        lambda: _Httptools(answer), "127.0.0.1", port, backlog=1024
+    )
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()
+
+
 async def _serve_uvicorn(port: int) -> None:
     import uvicorn
 
@@ -73,9 +116,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--h2", action="store_true", help="h2c instead of HTTP/1.1 (granian)")
     parser.add_argument("--rust-tasks", action="store_true", help="granian's Rust task impl")
+    parser.add_argument("--answer-headers", action="store_true",
+                        help="answer with the headers authz's allow carries (httptools)")
     args = parser.parse_args()
     if args.server == "uvicorn":
         asyncio.run(_serve_uvicorn(args.port))
+    elif args.server == "httptools":
+        asyncio.run(_serve_httptools(args.port, args.answer_headers))
     else:
         asyncio.run(
             _serve_granian(args.port, args.server == "granian-rsgi", args.h2, args.rust_tasks)

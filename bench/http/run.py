@@ -15,6 +15,8 @@ Targets:
   floor-SERVER      envoy-http.yaml against bench/http/floor.py --server SERVER
   floor-SERVER-h2   the same over h2c (granian only)
   floor-...-rt      granian with its (experimental) Rust task implementation
+  floor-...-hdr     the floor answering with the headers authz's allow carries (httptools):
+                    what Envoy's own work on those headers costs
 
 Run: python -m bench.http.run [--runs 3] [--duration 6] [--direct] [TARGET ...]
 """
@@ -54,7 +56,9 @@ ENVOY_GRPC_YAML = PROJECT_ROOT / "envoy.yaml"
 ENVOY_HTTP_YAML = PROJECT_ROOT / "envoy-http.yaml"
 BENCH_SECRET = "bench-secret-0123456789abcdefghijklmnop"
 PATH = "/LiveApp/rest/v2/broadcasts/list/0/10"
-DEFAULT_TARGETS = ("native", "authz-http", "floor-granian-rsgi")
+DEFAULT_TARGETS = ("native", "authz-http", "floor-httptools")
+# What the "vs floor" column divides by: the do-nothing server on authz's own HTTP/1.1 stack.
+REFERENCE_FLOOR = "floor-httptools"
 
 
 def _accepts(port: int) -> bool:
@@ -150,10 +154,13 @@ def _authz(http_door: bool) -> Iterator[tuple[int, int]]:
 
 
 @contextlib.contextmanager
-def _floor(server: str, h2: bool, rust_tasks: bool) -> Iterator[tuple[int, int]]:
+def _floor(
+    server: str, h2: bool, rust_tasks: bool, answer_headers: bool
+) -> Iterator[tuple[int, int]]:
     port = free_port()
     command = [sys.executable, "-m", "bench.http.floor", "--server", server, "--port", str(port)]
     command += ["--h2"] * h2 + ["--rust-tasks"] * rust_tasks
+    command += ["--answer-headers"] * answer_headers
     with _process(command) as pid:
         wait_until(lambda: _accepts(port), timeout=30, what=f"floor {server}")
         yield port, pid
@@ -200,13 +207,15 @@ def gateway(target: str, upstream_port: int | None) -> Iterator[Gateway]:
         ):
             yield Gateway(port, envoy, server)
     elif target.startswith("floor-"):
-        rust_tasks = target.endswith("-rt")
-        name = target.removeprefix("floor-").removesuffix("-rt").removesuffix("-h2")
-        h2 = target.removesuffix("-rt").endswith("-h2")
+        answer_headers = target.endswith("-hdr")
+        rest = target.removesuffix("-hdr")
+        rust_tasks = rest.endswith("-rt")
+        name = rest.removeprefix("floor-").removesuffix("-rt").removesuffix("-h2")
+        h2 = rest.removesuffix("-rt").endswith("-h2")
         if name not in SERVERS:
             raise SystemExit(f"unknown floor server {name!r}: one of {', '.join(SERVERS)}")
         with (
-            _floor(name, h2, rust_tasks) as (floor_port, pid),
+            _floor(name, h2, rust_tasks, answer_headers) as (floor_port, pid),
             _envoy(bench_config(ENVOY_HTTP_YAML, floor_port, upstream_port, h2)) as (port, envoy),
         ):
             yield Gateway(port, envoy, pid)
@@ -306,11 +315,11 @@ def main() -> None:
     print(f"\nload average before: {report['load_average_before']}")
     # Non-200 answers under load are Envoy's fail-closed 503s (ext_authz timeout 0.5 s):
     # counted, because a run that sheds requests is not a clean throughput figure.
-    print("| target | req/s (median) | vs native | vs floor-granian-rsgi | non-200 (all runs) |")
+    print(f"| target | req/s (median) | vs native | vs {REFERENCE_FLOOR} | non-200 (all runs) |")
     print("|---|---|---|---|---|")
     for target, rps in medians.items():
         native = f"{rps / medians['native']:.2f}x" if "native" in medians else "-"
-        floor = medians.get("floor-granian-rsgi")
+        floor = medians.get(REFERENCE_FLOOR)
         vs_floor = f"{rps / floor:.2f}x" if floor else "-"
         failed = sum(run["non_2xx"] for run in report[target])
         print(f"| {target} | {rps:,.0f} | {native} | {vs_floor} | {failed} |")

@@ -15,10 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import yaml
 
-from authz.core.decision import Decision
+from authz.core.decision import Decision, Reason, deny
 from authz.core.mint import mint_hmac
 from authz.core.request import RequestView
 from authz.fronts.http import (
@@ -27,7 +30,9 @@ from authz.fronts.http import (
     Check,
     HttpFront,
     request_view,
+    wanted_header,
 )
+from authz.fronts.http1 import Http1Door
 from authz.keys.store import KeyStore
 from authz.service.checker import Checker
 from authz.settings.load import load_settings
@@ -261,6 +266,99 @@ def test_close_connections_ends_each_keep_alive_connection_after_its_answer(
             while chunk := raw.recv(65536):
                 received += chunk
         assert received.startswith(b"HTTP/1.1 401") and b"connection: close" in received.lower()
+
+
+def _read_to_eof(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", b"400"),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: nope\r\n\r\n", b"400"),
+        (b"GET /\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", b"400"),  # not ASCII
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+         b"400"),
+        (b"GET /x HTTP/1.1\r\nHost: a\r\nx-big: " + b"a" * 100_000 + b"\r\n\r\n", b"431"),
+    ],
+    ids=["garbage", "bad-length", "non-ascii-target", "upgrade", "headers-too-large"],
+)
+def test_a_malformed_request_is_refused_and_its_connection_closed(
+    port: int, request_bytes: bytes, status: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        received = _read_to_eof(sock)  # the server closes: the read ends
+    assert received.startswith(b"HTTP/1.1 " + status + b" ")
+    assert b"x-authz-reason" not in received  # no decision was made
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    answered: list[str] = []
+
+    async def slow_first(view: RequestView) -> Decision:
+        if view.path == "/first":
+            await asyncio.sleep(0.2)  # the first decision waits (as on a JWKS refetch)
+        answered.append(view.path)
+        return deny_of(view)
+
+    with serving(slow_first) as port, socket.create_connection(
+        ("127.0.0.1", port), timeout=10
+    ) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+                     b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        received = _read_to_eof(sock)
+    assert answered == ["/first", "/second"]
+    assert received.count(b"HTTP/1.1 401 ") == 2
+    first, second = received.split(b"HTTP/1.1 401 ")[1:]
+    assert b"connection: close" not in first and b"connection: close" in second
+
+
+def test_h2c_prior_knowledge_is_served(port: int) -> None:
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    connection.send_headers(1, [(":method", "GET"), (":path", "/LiveApp/rest/v2/x"),
+                                (":scheme", "http"), (":authority", "authz"),
+                                ("x-authz-client-ip", "198.51.100.7")], end_stream=True)
+    headers: dict[str, str] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(connection.data_to_send())
+        while not headers:
+            data = sock.recv(65536)
+            assert data, "the server closed before answering"
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    headers = {k.decode(): v.decode() for k, v in event.headers}
+            sock.sendall(connection.data_to_send())
+    assert headers[":status"] == "401"
+    assert headers["x-authz-reason"] == "missing_token"
+
+
+def test_a_connection_idle_too_long_is_closed() -> None:
+    async def scenario() -> bytes:
+        door = Http1Door("127.0.0.1", free_port(), request_view, lambda view, close: b"",
+                         wanted=wanted_header, backlog=16, max_header_bytes=1024,
+                         idle_seconds=0.3)
+        await door.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+            # Headers begun, never finished (a slow client): closed like an idle one.
+            writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+            received = await asyncio.wait_for(reader.read(), timeout=30)
+            writer.close()
+            return received
+        finally:
+            await door.stop(1)
+
+    assert asyncio.run(scenario()) == b""
+
+
+def deny_of(view: RequestView) -> Decision:
+    return deny(Reason.MISSING_TOKEN)
 
 
 async def _raises(view: RequestView) -> Decision:
