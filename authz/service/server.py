@@ -53,9 +53,10 @@ log = logging.getLogger("authz.server")
 DRAIN_GRACE_SECONDS = 5.0
 _HEALTH_SERVICES = ("", "envoy.service.auth.v3.Authorization")
 
-# A gRPC connection is asked to reconnect (a graceful GOAWAY; the streams on it finish)
-# once it is this old, plus up to 10 % jitter: a leaving `--workers` worker waits for its
-# clients to move over (drain), and the connections spread over the workers again.
+# In a `--workers` worker, a gRPC connection is asked to reconnect (a graceful GOAWAY; the
+# streams on it finish) once it is this old, plus up to 10 % jitter: a leaving worker waits
+# for its clients to move over (docs/drain.md), and the connections spread over the workers
+# again. A single process keeps its connections (no sibling to move to).
 CONNECTION_AGE_SECONDS = 2.0
 # A leaving worker waits this long for its clients' connections to move to its siblings.
 CLIENTS_LEAVE_SECONDS = 2 * CONNECTION_AGE_SECONDS + 1.0
@@ -65,8 +66,6 @@ CLIENTS_LEAVE_SECONDS = 2 * CONNECTION_AGE_SECONDS + 1.0
 # share the port.
 GRPC_OPTIONS = [
     ("grpc.so_reuseport", 1),
-    ("grpc.max_connection_age_ms", int(CONNECTION_AGE_SECONDS * 1000)),
-    ("grpc.max_connection_age_grace_ms", int(DRAIN_GRACE_SECONDS * 1000)),
     ("grpc.max_concurrent_streams", 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -95,13 +94,18 @@ MAX_CONCURRENT_RPCS = 512
 GRPC_THREADS = 4
 
 
-def grpc_server(threads: int = GRPC_THREADS) -> grpc.Server:
+def grpc_server(threads: int = GRPC_THREADS, connection_age: float | None = None) -> grpc.Server:
     """An empty gRPC server built as authz serves Checks: GRPC_OPTIONS, the load-shedding
-    bound and CheckThreads of `threads` (the tests and the benchmark floor use it too)."""
+    bound and CheckThreads of `threads` (the tests and the benchmark floor use it too);
+    with `connection_age`, connections that old are asked to reconnect."""
+    options = list(GRPC_OPTIONS)
+    if connection_age is not None:
+        options += [
+            ("grpc.max_connection_age_ms", int(connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(DRAIN_GRACE_SECONDS * 1000)),
+        ]
     return grpc.server(
-        CheckThreads(threads),
-        options=GRPC_OPTIONS,
-        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        CheckThreads(threads), options=options, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS
     )
 
 
@@ -109,7 +113,10 @@ class Service:
     """One authz process: gRPC front, the optional HTTP and webhook doors, metrics/probe
     endpoint, key sources."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self, settings: Settings, registry: CollectorRegistry = REGISTRY, worker: bool = False
+    ) -> None:
+        """`worker`: a `--workers` worker, which hands over to a successor on SIGTERM."""
         self.settings = settings
         self.store = KeyStore(settings)
         # The single AUTHZ_JWKS_URL, or one source per identity provider (SPEC section 10).
@@ -143,7 +150,7 @@ class Service:
             if self.tls is not None and settings.tls_files is not None
             else None
         )
-        self.grpc_server = grpc_server()
+        self.grpc_server = grpc_server(connection_age=CONNECTION_AGE_SECONDS if worker else None)
         add_threaded_authorization_service(self.grpc_server, self.checker.check_blocking)
         self.health = add_threaded_health_service(self.grpc_server)
         self.endpoint = HttpEndpoint(settings.http_address, registry, self.ready)
@@ -301,8 +308,8 @@ async def run(settings: Settings, registry: CollectorRegistry = REGISTRY) -> int
     """Serve until SIGTERM/SIGINT, then drain; the process exit code. A `--workers`
     worker binds once it can decide and, on SIGTERM, waits for its supervisor's order
     (authz/service/handover.py)."""
-    service = Service(settings, registry)
     channel = WorkerChannel.from_environment()
+    service = Service(settings, registry, worker=channel is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
