@@ -39,10 +39,11 @@ __all__ = [
 
 # The environment variable naming the worker's end of its control socket.
 CONTROL_FD_ENV = "_AUTHZ_CONTROL_FD"
-READY = b"ready\n"
-LEAVING = b"leaving\n"
-HANDOVER = b"handover\n"
-STOP = b"stop\n"
+# The messages; each travels as one line (the message and a newline).
+READY = b"ready"
+LEAVING = b"leaving"
+HANDOVER = b"handover"
+STOP = b"stop"
 # A worker binds its ports once every key source has loaded, or after this long anyway
 # (then it answers like a single process whose JWKS is down: jwks_unavailable, fail closed).
 LISTEN_WAIT_SECONDS = 15.0
@@ -78,7 +79,7 @@ class WorkerChannel:
     async def _send(self, message: bytes) -> None:
         _, writer = await self._open()
         with contextlib.suppress(OSError):
-            writer.write(message)
+            writer.write(message + b"\n")
             await writer.drain()
 
     async def ready(self) -> None:
@@ -94,9 +95,10 @@ class WorkerChannel:
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout(HANDOVER_TIMEOUT_SECONDS):
                 while line := await reader.readline():
-                    if line == HANDOVER:
+                    message = line.rstrip(b"\n")
+                    if message == HANDOVER:
                         return "handover"
-                    if line == STOP:
+                    if message == STOP:
                         return "stop"
         return "stop"
 

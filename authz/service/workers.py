@@ -126,7 +126,7 @@ class _Worker:
 
     def tell(self, message: bytes) -> None:
         with contextlib.suppress(OSError):  # it may have exited meanwhile
-            self.control.sendall(message)
+            self.control.sendall(message + b"\n")
 
 
 class _Supervisor:
@@ -170,6 +170,7 @@ class _Supervisor:
                 worker.process.send_signal(signum)
 
     def _on_message(self, worker: _Worker, line: bytes) -> None:
+        """One line from `worker`, its newline taken off."""
         if line == LEAVING:
             worker.leaving = True
             if self._stopping:
@@ -204,7 +205,7 @@ class _Supervisor:
             worker.received += data
             while b"\n" in worker.received:
                 line, _, worker.received = worker.received.partition(b"\n")
-                self._on_message(worker, line + b"\n")
+                self._on_message(worker, line)
 
     def _reap(self, worker: _Worker, code: int) -> bool:
         """Forget an exited worker, restarting it unless it left as planned; False when
@@ -241,7 +242,7 @@ class _Supervisor:
             signal.signal(signum, self._on_signal)
         for _ in range(self._count):
             self._spawn()
-        log.info("workers started", extra={"workers": self.pids()})
+        log.info("workers started", extra={"workers": [w.process.pid for w in self._workers]})
         while not self._stopping:
             self._read(_POLL_SECONDS)
             for worker in list(self._workers):
@@ -253,10 +254,6 @@ class _Supervisor:
                     self._wait_all()
                     return 1
         return 0 if self._wait_all() else 1
-
-    def pids(self) -> list[int]:
-        """The pids of the running workers."""
-        return [worker.process.pid for worker in self._workers]
 
     def _wait_all(self) -> bool:
         clean = True
