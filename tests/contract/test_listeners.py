@@ -92,14 +92,9 @@ def test_after_leave_ports_new_connections_go_to_the_sibling() -> None:
         try:
             before = {_answered_by(port) for _ in range(CONNECTIONS)}
             assert before == {"self", "sibling"}  # the kernel spreads them over both
-            kept = socket.create_connection(("127.0.0.1", port), timeout=30)
             assert leave_ports({port}) == 1
             after = {_answered_by(port) for _ in range(CONNECTIONS)}
             assert after == {"sibling"}
-            # A connection accepted before stays open: it is answered (by whichever side
-            # had accepted it).
-            assert kept.recv(16) in (b"self", b"sibling")
-            kept.close()
         finally:
             stop.set()
             worker.join(30)
