@@ -18,8 +18,9 @@ window after the change (key sources poll: AUTHZ_JWKS_REFRESH_SECONDS=1, the sec
 watcher's POLL_SECONDS); everywhere else exactly one answer is right.
 
 Pass: zero wrong decisions, zero 5xx (every Check was answered by authz, also across the
-planned worker restarts; around the crash only what was in flight on the dead worker may
-fail, and the report counts it), worker RSS growth under 10 % from after warm-up to the
+planned worker restarts; around the crash only the moment of the kill may fail: what was
+in flight on the dead worker and what Envoy sent into its closing sockets, which the report
+counts), worker RSS growth under 10 % from after warm-up to the
 end, open fds flat. `test_soak_short` (20 s) runs by default; `test_soak_long` (60 s) is
 marked long.
 """
@@ -62,6 +63,9 @@ JWKS_WINDOW = 2 * JWKS_REFRESH_SECONDS + 1.0
 SECRET_WINDOW = POLL_SECONDS + 1.0
 # A worker restart's window, from its signal until this long after its successor runs.
 RESTART_MARGIN = 1.0
+# A crashed worker's sockets are gone within moments of the SIGKILL: a Check sent later
+# than this after it must not fail (generous for a loaded machine).
+CRASH_SETTLE_SECONDS = 5.0
 PLANNED_RESTARTS = 5
 # The share of the schedule the restarts get (on a busy machine they take longer, and the
 # rest of the schedule waits for them).
@@ -451,8 +455,14 @@ def check(figures: Figures, seconds: float) -> None:
     # Planned restarts lose nothing: the leaving worker takes its listener out of the
     # port's group, and closes only once Envoy has moved its connection to a sibling.
     assert figures.restart_errors == [], figures.restart_errors[:5]
-    # A crash may fail what was in flight on the dead worker: at most one per load thread.
-    assert len(figures.crash_errors) <= LOAD_THREADS
+    # A crash fails what was in flight on the dead worker, and what Envoy sent on the
+    # connections it reopened while the kernel was still closing the dead process's
+    # sockets (a connection queued on its listener is reset with it; Linux's
+    # net.ipv4.tcp_migrate_req=1 would hand it to the sibling). Measured: 0-12 with 8 load
+    # threads, all within a few ms. Counted and reported; nothing sent later may fail.
+    [(killed_at, _)] = figures.crash_windows
+    assert all(r.sent - killed_at <= CRASH_SETTLE_SECONDS for r in figures.crash_errors), [
+        round(r.sent - killed_at, 3) for r in figures.crash_errors]
     assert figures.wrong == [], figures.wrong[:5]
     assert figures.requests > 50 * seconds
     assert all(figures.by_kind[k] > 0 for k in make_kinds())
