@@ -396,6 +396,11 @@ class HttpFront:
             await self.stop(0)
             raise OSError(f"cannot serve on {self.address}: {error.strerror}") from None
 
+    def accept_queued(self) -> int:
+        """Accept, now, every connection waiting in the plaintext door's listen queue (a
+        handover, right before its listener is swapped out); how many."""
+        return self._door.accept_queued() if self._door is not None else 0
+
     def close_connections(self) -> None:
         """From now on each HTTP/1.1 answer carries `Connection: close` and ends its
         connection (a handover: the client reconnects, to a sibling)."""

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
@@ -256,6 +258,33 @@ class Http1Door:
             backlog=self._backlog,
         )
         self._sweeper = self._loop.create_task(self._sweep())
+
+    def accept_queued(self) -> int:
+        """Accept every connection waiting in the listen queue now, without yielding to the
+        loop; how many. Called right before the listener is swapped out (a handover), so
+        no connection the kernel has already completed is left in the queue to be reset."""
+        if self._server is None or self._loop is None:
+            return 0
+        taken = 0
+        for listener in self._server.sockets:
+            with socket.socket(fileno=os.dup(listener.fileno())) as sock:
+                sock.setblocking(False)
+                while True:
+                    try:
+                        conn, _ = sock.accept()
+                    except ConnectionAbortedError:  # that one is gone; the next
+                        continue
+                    except OSError:  # empty (EAGAIN), or out of descriptors
+                        break
+                    conn.setblocking(False)
+                    task = self._loop.create_task(self._adopt(conn))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                    taken += 1
+        return taken
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        await self.loop.connect_accepted_socket(lambda: _Connection(self), conn)
 
     async def _sweep(self) -> None:
         """Close the connections idle (or stuck in their headers) for `idle_seconds`."""

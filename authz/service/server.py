@@ -270,6 +270,10 @@ class Service:
         """
         if handover:
             self.endpoint.stop()
+            # No await between these two: a connection the kernel completed is accepted
+            # (and served) rather than left in the queue the swap resets.
+            if self.http_front is not None:
+                self.http_front.accept_queued()
             left = leave_ports(self._check_ports)
             if self.http_front is not None:
                 self.http_front.close_connections()

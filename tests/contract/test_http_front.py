@@ -35,6 +35,7 @@ from authz.fronts.http import (
 from authz.fronts.http1 import Http1Door
 from authz.keys.store import KeyStore
 from authz.service.checker import Checker
+from authz.service.listeners import leave_ports
 from authz.settings.load import load_settings
 from tests.credentials import SECRET
 from tests.harness import (
@@ -359,6 +360,33 @@ def test_a_connection_idle_too_long_is_closed() -> None:
 
 def deny_of(view: RequestView) -> Decision:
     return deny(Reason.MISSING_TOKEN)
+
+
+def test_a_queued_connection_survives_the_listener_swap() -> None:
+    """A handover accepts what waits in the listen queue, then swaps the listener out: the
+    connection the kernel had completed is served, not reset."""
+
+    async def scenario() -> bytes:
+        answer = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"
+        door = Http1Door("127.0.0.1", free_port(), request_view, lambda view, close: answer,
+                         wanted=wanted_header, backlog=16, max_header_bytes=1024,
+                         idle_seconds=30)
+        await door.start()
+        try:
+            # Connected by the kernel (loopback completes the handshake at once) while the
+            # loop has not yet run its accept: the connection waits in the queue.
+            client = socket.create_connection(("127.0.0.1", door.port), timeout=30)
+            assert door.accept_queued() == 1
+            assert leave_ports({door.port}) == 1
+            loop = asyncio.get_running_loop()
+            with client:
+                await loop.run_in_executor(None, client.sendall,
+                                           b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+                return await loop.run_in_executor(None, client.recv, 4096)
+        finally:
+            await door.stop(1)
+
+    assert asyncio.run(scenario()).startswith(b"HTTP/1.1 401 ")
 
 
 async def _raises(view: RequestView) -> Decision:
