@@ -69,6 +69,7 @@ class _Connection(asyncio.Protocol):
         "_headers",
         "_parser",
         "_queue",
+        "_time",
         "_url",
         "_waiting",
         "last_active",
@@ -77,6 +78,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, door: Http1Door) -> None:
         self._door = door
+        # The loop's clock, looked up once (the door has started: it made this connection).
+        self._time = door.loop.time
         self.transport: asyncio.Transport | None = None
         self._parser: httptools.HttpRequestParser | None = None
         self._headers: list[tuple[str, str]] = []
@@ -91,7 +94,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.last_active = self._door.loop.time()
+        self.last_active = self._time()
         self._door.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -99,7 +102,7 @@ class _Connection(asyncio.Protocol):
         self._door.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self._door.loop.time()
+        self.last_active = self._time()
         parser = self._parser
         if parser is None:
             if data.startswith(H2_PREFACE_START) and self._door.h2 is not None:

@@ -38,6 +38,7 @@ from tests.harness import (
     run_envoy,
     send_raw,
 )
+from tests.tls import ENVOY_HTTP_TLS_YAML, ENVOY_TLS_YAML
 from tests.tomcat import Served, Tomcat, served
 
 pytestmark = pytest.mark.e2e
@@ -404,6 +405,10 @@ def test_the_configs_share_one_route_table() -> None:
     table = _route_table(ENVOY_YAML)
     assert _route_table(ENVOY_HTTP_YAML) == table
     assert _route_table(GATEWAY_YAML) == table
+    # The mTLS variants (deploy/sync.py derives them) route alike, so the corpus run
+    # against the plaintext configs holds for them.
+    assert _route_table(ENVOY_TLS_YAML) == table
+    assert _route_table(ENVOY_HTTP_TLS_YAML) == table
     # Default deny: the last route is a checked catch-all, and every unchecked route that
     # reaches the upstream is an anchored regex with the read-only method matcher.
     assert table[-1] == ({"prefix": "/"}, True, {}, "ant_media")
